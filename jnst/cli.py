@@ -22,6 +22,9 @@ _OURS: list[str] = []  # Names of the flags jnst defined, for the run record.
 
 
 def _define(kind, name, default, *args, **kw):
+  """Defines a flag once (groups may be combined by a script, e.g. seed_study)."""
+  if name in _OURS:
+    return FLAGS[name]
   _OURS.append(name)
   return getattr(flags, f"DEFINE_{kind}")(name, default, *args, **kw)
 
@@ -54,30 +57,42 @@ def define_common_flags(default_steps: int = 500, default_size: int = 512):
   _define("integer", "save_every", 0, "Write an intermediate image every N steps (0: never).")
 
 
-def define_stylize_flags():
+def define_content_flags():
   _define("string", "content", None, "Content image (default: the demo photo).")
+
+
+def define_style_flags():
   _define("list", "style", None, "Style image(s), comma-separated (default: the demo painting).")
   _define("list", "style_blend_weights", None, "One weight per style image (default: equal).")
+  _define("list", "style_layers", list(transfer.DEFAULT_STYLE_LAYERS),
+          "Style layers (conv1_1 ... relu5_4, pool1..5, or blockN = all ReLUs of block N).")
+  _define("list", "style_layer_weights", None, "One weight per style layer (default 1/n).")
+  _define("float", "style_scale", 1.0, "Style image max side relative to --size.")
+
+
+def define_stylize_flags():
+  define_content_flags()
+  define_style_flags()
   _define("string", "init", "content", "Initial image: content, noise, style, or an image "
           "file path.")
   _define("list", "content_layers", list(transfer.DEFAULT_CONTENT_LAYERS),
           "Content layers (conv1_1 ... relu5_4, pool1..5, or blockN = all ReLUs of block N).")
-  _define("list", "style_layers", list(transfer.DEFAULT_STYLE_LAYERS), "Style layers.")
   _define("list", "content_layer_weights", None, "One weight per content layer (default 1).")
-  _define("list", "style_layer_weights", None, "One weight per style layer (default 1/n).")
   _define("float", "content_weight", 1.0, "α, the content loss weight.")
   _define("float", "style_weight", 1e3, "β, the style loss weight.")
   _define("float", "tv_weight", 0.0, "γ, the total-variation weight.")
-  _define("float", "style_scale", 1.0, "Style image max side relative to the output's.")
   _define("bool", "original_colors", False, "Keep the content image's colours.")
 
 
 def define_reconstruct_flags():
+  define_content_flags()
   _define("string", "layer", "relu4_2", "Layer whose features are reconstructed.")
+  _define("bool", "all_blocks", False, "Reconstruct at relu1_1 ... relu5_1 (the paper's "
+          "conv_1 ... conv_5) instead of --layer; one output per layer.")
 
 
 def define_synthesize_flags():
-  _define("list", "synth_layers", None, "Texture layers (default: --style_layers).")
+  define_style_flags()
 
 
 # ------------------------------------------------------------------ flags -> configs
@@ -93,6 +108,11 @@ def _floats(values, name) -> tuple[float, ...] | None:
   if any(not math.isfinite(v) or v < 0 for v in out):
     raise JnstError(f"--{name} must be finite and >= 0, got {','.join(values)}")
   return out
+
+
+def floats_flag(name: str) -> tuple[float, ...] | None:
+  """A list flag of non-negative numbers, or None if unset."""
+  return _floats(FLAGS[name].value, name)
 
 
 def opt_config() -> optimize.OptConfig:
@@ -134,26 +154,39 @@ def check_size():
     raise JnstError(f"--size must be at least {io.MIN_SIDE}, got {FLAGS.size}")
 
 
-def load_stylize_inputs():
-  """(content, [styles], init image or None, paths) per the flags; demo pair by default."""
+def load_content():
+  """(content RGB at --size, path); the demo photo by default."""
   from jnst import demo
   check_size()
-  content_path = FLAGS.content or demo.content_path()
-  style_paths = FLAGS.style or [demo.style_path()]
-  if FLAGS.style_blend_weights and len(FLAGS.style_blend_weights) != len(style_paths):
+  path = FLAGS.content or demo.content_path()
+  return io.load_image(path, FLAGS.size), str(path)
+
+
+def load_styles():
+  """([style RGB at --style_scale * --size], [paths]); the demo painting by default."""
+  from jnst import demo
+  check_size()
+  paths = FLAGS.style or [demo.style_path()]
+  if FLAGS.style_blend_weights and len(FLAGS.style_blend_weights) != len(paths):
     raise JnstError(f"{len(FLAGS.style_blend_weights)} --style_blend_weights for "
-                    f"{len(style_paths)} --style images: give one weight per style image")
-  content = io.load_image(content_path, FLAGS.size)
-  style_side = max(io.MIN_SIDE, round(FLAGS.style_scale * FLAGS.size))
-  styles = [io.load_image(p, style_side) for p in style_paths]
+                    f"{len(paths)} --style images: give one weight per style image")
+  if not (math.isfinite(FLAGS.style_scale) and FLAGS.style_scale > 0):
+    raise JnstError(f"--style_scale must be a finite number > 0, got {FLAGS.style_scale}")
+  side = max(io.MIN_SIDE, round(FLAGS.style_scale * FLAGS.size))
+  return [io.load_image(p, side) for p in paths], [str(p) for p in paths]
+
+
+def load_stylize_inputs():
+  """(content, [styles], init image or None, paths) per the flags; demo pair by default."""
+  content, content_path = load_content()
+  styles, style_paths = load_styles()
   init_image = None
   if FLAGS.init not in transfer.INITS:
     if not Path(FLAGS.init).exists():
       raise JnstError(f"--init={FLAGS.init!r} is neither content, noise, style nor an "
                       f"existing image file")
     init_image = io.load_image(FLAGS.init, FLAGS.size)
-  paths = {"content": str(content_path), "style": [str(p) for p in style_paths]}
-  return content, styles, init_image, paths
+  return content, styles, init_image, {"content": content_path, "style": style_paths}
 
 
 # ------------------------------------------------------------------ progress and records

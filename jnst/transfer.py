@@ -256,6 +256,12 @@ def synthesize(params, style, cfg: SynthesizeConfig = SynthesizeConfig(),
   return solve(synthesize_problem(params, style, cfg), params, cfg.opt, cfg.seed, on_chunk)
 
 
+def psnr(a, b) -> float:
+  """Peak signal-to-noise ratio in dB between RGB images in [0, 1]."""
+  mse = float(np.mean(np.square(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+  return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+
+
 # ---------------------------------------------------------------- colour
 
 # NTSC YIQ (FCC), as in colorsys.

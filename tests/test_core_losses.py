@@ -1,0 +1,93 @@
+"""jnst.losses against independent float64 NumPy formulas and finite differences."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jnst import losses
+
+
+def np_style_E(f, a):
+  """Paper eq. 4 in float64: f (M, N) features, a (N, N) target Gram."""
+  m, n = f.shape
+  g = f.T @ f
+  return np.sum((g - a) ** 2) / (4.0 * n * n * m * m)
+
+
+@pytest.mark.parametrize("norm,div", [("none", 1), ("hw", 5 * 6), ("chw", 5 * 6 * 4)])
+def test_gram(norm, div):
+  f = np.random.default_rng(0).normal(size=(2, 5, 6, 4)).astype(np.float32)
+  got = losses.gram(f, norm)
+  m = f.reshape(2, 30, 4).astype(np.float64)
+  ref = np.einsum("bmi,bmj->bij", m, m) / div
+  np.testing.assert_allclose(got, ref, rtol=1e-5)
+
+
+def test_style_gradient_matches_paper_and_finite_differences():
+  rng = np.random.default_rng(1)
+  h, w, n = 4, 5, 3
+  f = rng.normal(size=(h, w, n))
+  a = (lambda s: s.T @ s)(rng.normal(size=(h * w, n)))
+  # JAX gradient (float32).
+  grad = jax.grad(lambda x: losses.style_layer_loss(x, jnp.asarray(a, jnp.float32)))(
+      jnp.asarray(f, jnp.float32))
+  grad = np.asarray(grad, np.float64).reshape(h * w, n)
+  # The paper's analytic gradient (eq. 6, before the ReLU mask): (F (G - A)) / (N² M²).
+  fm = f.reshape(h * w, n)
+  analytic = fm @ (fm.T @ fm - a) / (n * n * (h * w) ** 2)
+  np.testing.assert_allclose(grad, analytic, rtol=1e-4, atol=1e-6 * np.abs(analytic).max())
+  # Central finite differences of the float64 reference.
+  eps, fd = 1e-6, np.zeros_like(fm)
+  for idx in np.ndindex(fm.shape):
+    d = np.zeros_like(fm)
+    d[idx] = eps
+    fd[idx] = (np_style_E(fm + d, a) - np_style_E(fm - d, a)) / (2 * eps)
+  np.testing.assert_allclose(analytic, fd, rtol=1e-4, atol=1e-8)
+  # And the value itself.
+  np.testing.assert_allclose(losses.style_layer_loss(f.astype(np.float32), a.astype(np.float32)),
+                             np_style_E(fm, a), rtol=1e-5)
+
+
+def test_content_loss_and_gradient():
+  rng = np.random.default_rng(2)
+  f, p = rng.normal(size=(2, 3, 4, 5)).astype(np.float32), rng.normal(size=(3, 4, 5)).astype(np.float32)
+  np.testing.assert_allclose(losses.content_layer_loss(f, p), 0.5 * np.sum((f - p) ** 2), rtol=1e-5)
+  np.testing.assert_allclose(losses.content_layer_loss(f, p, "mean"), np.mean((f - p) ** 2), rtol=1e-5)
+  g = jax.grad(losses.content_layer_loss)(f, p)
+  np.testing.assert_allclose(g, f - p, rtol=1e-6)  # Paper eq. 2 (before the ReLU mask).
+
+
+def test_mean_variant_style_scale():
+  rng = np.random.default_rng(3)
+  f = rng.normal(size=(4, 5, 3)).astype(np.float32)
+  a = np.eye(3, dtype=np.float32)
+  paper = float(losses.style_layer_loss(f, a, "paper"))
+  mean = float(losses.style_layer_loss(f, a, "mean"))
+  # mean = Σ(G-A)²/(N² (N M)²) = paper * 4 M² N² / (N² N² M²) ... = paper * 4 / N².
+  np.testing.assert_allclose(mean, paper * 4 / 9, rtol=1e-5)
+
+
+def test_tv_loss():
+  x = np.random.default_rng(4).normal(size=(6, 7, 3)).astype(np.float32)
+  ref = np.sum(np.diff(x, axis=0) ** 2) + np.sum(np.diff(x, axis=1) ** 2)
+  np.testing.assert_allclose(losses.tv_loss(x), ref, rtol=1e-5)
+
+
+def test_total_loss_weights_terms():
+  rng = np.random.default_rng(5)
+  feats = {"a": rng.normal(size=(1, 4, 4, 3)).astype(np.float32),
+           "b": rng.normal(size=(1, 2, 2, 3)).astype(np.float32)}
+  x = rng.normal(size=(4, 4, 3)).astype(np.float32)
+  p = rng.normal(size=(4, 4, 3)).astype(np.float32)
+  a = np.eye(3, dtype=np.float32)
+  targets = {"content": {"a": p}, "style": {"a": a, "b": 2 * a}}
+  weights = {"content": 2.0, "style": 3.0, "tv": 0.5, "content_layers": {"a": 1.5},
+             "style_layers": {"a": 0.25, "b": 0.75}}
+  loss, terms = losses.total_loss(feats, x, targets, weights)
+  c = 2.0 * 1.5 * 0.5 * np.sum((feats["a"][0] - p) ** 2)
+  s = 3.0 * (0.25 * np_style_E(feats["a"][0].reshape(16, 3), a)
+             + 0.75 * np_style_E(feats["b"][0].reshape(4, 3), 2 * a))
+  t = 0.5 * float(losses.tv_loss(x))
+  np.testing.assert_allclose([terms["content"], terms["style"], terms["tv"]], [c, s, t], rtol=1e-4)
+  np.testing.assert_allclose(loss, c + s + t, rtol=1e-4)
