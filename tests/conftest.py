@@ -26,3 +26,15 @@ def real_weights_path():
 @pytest.fixture(scope="session")
 def real_params(real_weights_path):
   return vgg.load_params(real_weights_path)
+
+
+@pytest.fixture(scope="session")
+def random_weights_file(tmp_path_factory):
+  """A full-shape VGG-19 weights file in our format with random weights (float16, 40 MB),
+  for script tests that must not fetch anything."""
+  import numpy as np
+  params = vgg.init_random(jax.random.key(7))
+  kernels = {n: (np.asarray(p["kernel"]), np.asarray(p["bias"])) for n, p in params["conv"].items()}
+  path = tmp_path_factory.mktemp("weights") / "random_vgg19.h5"
+  return weights.write(path, kernels, arch=vgg.VGG19, source="random (tests)", source_sha256="0" * 64,
+                       convention="caffe_bgr", mean=weights.CAFFE_MEAN_BGR, dtype="float16")
