@@ -81,11 +81,14 @@ def test_step_and_scan_loops_agree():
 @pytest.mark.parametrize("loop", ["step", "scan"])
 def test_compiled_once_for_two_runs_of_the_same_shape(loop):
   cfg = OptConfig(steps=6, chunk=3, loop=loop, lbfgs_memory=7)  # A config no other test uses.
-  optimize.run(Quadratic(), X0, quad_data(0), cfg)
-  optimize.run(Quadratic(), X0 + 1, quad_data(1), cfg)  # New values, same shapes.
+  a = optimize.run(Quadratic(), X0, quad_data(0), cfg)
+  b = optimize.run(Quadratic(), X0 + 1, quad_data(1), cfg)  # New values, same shapes.
   fn = (optimize.compiled_step(Quadratic(), cfg, False, None) if loop == "step"
         else optimize.compiled_chunk(Quadratic(), cfg, 3, False, None))
-  assert fn._cache_size() == 1
+  assert len([k for k in optimize._EXECUTABLES if k[0] is fn]) == 1
+  assert a.seconds["compile"] > 0 and b.seconds["compile"] == 0
+  optimize.run(Quadratic(), jnp.zeros((2, 5, 3)), quad_data(0) | {"b": jnp.zeros((2, 5, 3))}, cfg)
+  assert len([k for k in optimize._EXECUTABLES if k[0] is fn]) == 2  # A new shape compiles.
 
 
 def test_no_recompile_logged_on_second_run(caplog):
