@@ -278,7 +278,7 @@ def run(loss_fn: Callable, x0: jax.Array, data, cfg: OptConfig, *,
       fn, secs = _executable(compiled_chunk(loss_fn, cfg, n, batched, data_axes), state, data)
       compile_s += secs
       state, m = fn(state, data)
-      pieces.append(jax.device_get(m))
+      pieces.append(_fetch(m))
     else:
       fn, secs = _executable(compiled_step(loss_fn, cfg, batched, data_axes), state, data)
       compile_s += secs
@@ -286,7 +286,7 @@ def run(loss_fn: Callable, x0: jax.Array, data, cfg: OptConfig, *,
       for _ in range(n):
         state, m = fn(state, data)
         ms.append(m)
-      pieces.append(jax.tree.map(lambda *a: np.stack(a), *jax.device_get(ms)))
+      pieces.append(jax.tree.map(lambda *a: np.stack(a), *_fetch(ms)))
     done_steps += n
     host = jax.tree.map(lambda *a: np.concatenate(a), *pieces)
     pieces = [host]
@@ -296,7 +296,7 @@ def run(loss_fn: Callable, x0: jax.Array, data, cfg: OptConfig, *,
       break
   host = pieces[0] if pieces else None
   final_loss, final_terms = compiled_loss(loss_fn, batched, data_axes)(state.x, data)
-  final_loss, final_terms, status, evals = jax.device_get(
+  final_loss, final_terms, status, evals = _fetch(
       (final_loss, final_terms, state.status, state.evals))
   total = time.perf_counter() - t0
   history, steps = _histories(host, final_loss, batched)
@@ -304,6 +304,20 @@ def run(loss_fn: Callable, x0: jax.Array, data, cfg: OptConfig, *,
   return Result(x=state.x, loss_history=history, evaluations=evals + 1, status=status_names,
                 terms=final_terms, steps=steps,
                 seconds={"compile": compile_s, "run": total - compile_s, "total": total})
+
+
+def _fetch(tree):
+  """``jax.device_get``, gathering arrays sharded over several hosts (jnst.seeds batches)."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+
+  def get(a):
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+      return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+    return jax.device_get(a)
+
+  return jax.tree.map(get, tree)
 
 
 def _histories(host: dict, final_loss, batched: bool):
