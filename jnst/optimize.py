@@ -269,6 +269,10 @@ def run(loss_fn: Callable, x0: jax.Array, data, cfg: OptConfig, *,
   t0 = time.perf_counter()
   compile_s = 0.0
   state = compiled_init(cfg, batched)(x0)
+  if batched and isinstance(getattr(x0, "sharding", None), jax.sharding.NamedSharding):
+    # A batch sharded over a mesh (jnst.seeds): every state leaf has the batch axis first;
+    # shard them all like x0 so each step's inputs and outputs agree.
+    state = jax.device_put(state, x0.sharding)
   pieces: list[dict] = []
   done_steps = 0
   while done_steps < cfg.steps:
