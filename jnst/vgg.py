@@ -116,11 +116,65 @@ def expand_layers(spec: str | Sequence[str], arch: Arch = VGG19) -> tuple[str, .
 
 
 def _pool(x: jax.Array, pooling: str) -> jax.Array:
-  if pooling == "max":
-    return nn.max_pool(x, (2, 2), strides=(2, 2))
-  if pooling == "avg":
-    return nn.avg_pool(x, (2, 2), strides=(2, 2))
-  raise JnstError(f"unknown pooling {pooling!r}: use 'max' or 'avg'")
+  """2x2/2 pooling of (N, H, W, C) -> (N, H//2, W//2, C); an odd last row/column is dropped
+  (as VALID pooling does).
+
+  Written as a reshape and a reduction rather than ``reduce_window``: the same values, but
+  XLA differentiates a reduction cheaply, while ``reduce_window`` max's gradient
+  (select_and_scatter) was ~9x slower on XLA:CPU (BENCHMARKS.md). At exact ties of the max
+  the gradient is shared between the tied positions (torch sends it to one of them).
+  """
+  if pooling not in POOLINGS:
+    raise JnstError(f"unknown pooling {pooling!r}: use 'max' or 'avg'")
+  n, h, w, c = x.shape
+  x = x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+  return x.max(axis=(2, 4)) if pooling == "max" else x.mean(axis=(2, 4))
+
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """3x3/1 SAME cross-correlation, (N, H, W, Cin) x (3, 3, Cin, Cout) -> (N, H, W, Cout)."""
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DN)
+
+
+@jax.custom_vjp
+def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """``_conv`` whose input gradient is written as a plain conv with the flipped, transposed
+  kernel (the same numbers as JAX's own rule). Inside a ``lax.scan``/``while`` body XLA:CPU
+  otherwise leaves the transposed conv off its fast conv path (~3x slower per evaluation,
+  BENCHMARKS.md); with this form the loop body runs as fast as a lone jitted step."""
+  return _conv(x, kernel)
+
+
+def _conv3x3_fwd(x, kernel):
+  return _conv(x, kernel), (x, kernel)
+
+
+def _conv3x3_bwd(res, g):
+  x, kernel = res
+  dx = _conv(g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
+  _, kernel_vjp = jax.vjp(lambda k: _conv(x, k), kernel)  # Dead code unless asked for.
+  return dx, kernel_vjp(g)[0]
+
+
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
+class Conv3x3(nn.Module):
+  """``nn.Conv(features, (3, 3), padding="SAME")`` with the same params ({"kernel": HWIO,
+  "bias"}), computed by ``conv3x3``."""
+  features: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (3, 3, x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
+    return conv3x3(x, kernel) + bias
 
 
 class VGG(nn.Module):
@@ -153,7 +207,7 @@ class VGG(nn.Module):
 
     for b, (n, w) in enumerate(zip(self.arch.convs_per_block, self.arch.widths), 1):
       for i in range(1, n + 1):
-        x = nn.Conv(w, (3, 3), padding="SAME", dtype=self.dtype, name=f"conv{b}_{i}")(x)
+        x = Conv3x3(w, dtype=self.dtype, name=f"conv{b}_{i}")(x)
         if keep(f"conv{b}_{i}", x):
           return out
         x = nn.relu(x)
