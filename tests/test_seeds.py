@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from jnst import io, optimize, seeds, transfer
+from jnst import io, optimize, seeds, transfer, vgg
 from jnst.errors import JnstError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -213,3 +213,51 @@ def test_loss_plot_draws():
   im = io.loss_plot(curves, "t", width=300, height=200)
   assert im.shape == (200, 300, 3) and im.min() < 0.5 < im.max()
   assert io.loss_plot([([1], [float("nan")])]).shape == (420, 720, 3)
+
+
+MULTIPROCESS = textwrap.dedent("""
+    import json, sys
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+    import numpy as np
+    from jnst import optimize, seeds, transfer, vgg
+    rng = np.random.default_rng(0)
+    conv = {n: {"kernel": (rng.normal(size=s) * np.sqrt(2 / np.prod(s[:3]))).astype(np.float32),
+                "bias": np.zeros(s[-1:], np.float32)} for n, s in vgg.VGG19.kernel_shapes().items()}
+    params = {"conv": conv, "input": vgg.caffe_input()}
+    content = np.random.default_rng(0).uniform(size=(16, 16, 3)).astype(np.float32)
+    problem = transfer.reconstruct_problem(params, content,
+                                           transfer.ReconstructConfig(layer="relu1_1"))
+    opt = optimize.OptConfig(steps=3, chunk=3)
+    res = seeds.run_seeds(problem, range(3), opt)
+    print(json.dumps({"devices": len(res.devices), "mesh": res.sharding,
+                      "loss": res.final_loss.tolist(), "x": float(np.abs(res.x).sum())}))
+""")
+
+
+def test_two_processes_match_one(tmp_path):
+  """Multi-host through jax.distributed: 2 processes x 2 CPU devices, 3 seeds padded to 4."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  cmd = [sys.executable, "-c", MULTIPROCESS, f"localhost:{port}"]
+  procs = [subprocess.Popen(cmd + [str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=REPO) for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-2000:]
+  got = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+  assert got[0] == got[1] and got[0]["devices"] == 4 and got[0]["mesh"].startswith("{'seeds': 4}")
+  rng = np.random.default_rng(0)  # The same problem in this single process.
+  conv = {n: {"kernel": (rng.normal(size=s) * np.sqrt(2 / np.prod(s[:3]))).astype(np.float32),
+              "bias": np.zeros(s[-1:], np.float32)} for n, s in vgg.VGG19.kernel_shapes().items()}
+  content = np.random.default_rng(0).uniform(size=(16, 16, 3)).astype(np.float32)
+  problem = transfer.reconstruct_problem({"conv": conv, "input": vgg.caffe_input()}, content,
+                                         transfer.ReconstructConfig(layer="relu1_1"))
+  one = seeds.run_seeds(problem, range(3), optimize.OptConfig(steps=3, chunk=3))
+  np.testing.assert_allclose(got[0]["loss"], one.final_loss, rtol=RTOL)
+  assert got[0]["x"] == pytest.approx(float(np.abs(one.x).sum()), rel=RTOL)
