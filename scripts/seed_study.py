@@ -247,16 +247,22 @@ def member_label(sweep: Sweep | None, value: str | None, seed: int, num_seeds: i
 # ------------------------------------------------------------------ main
 
 
-def run_study(experiment: str, seed_list: list[int], sweep: Sweep | None, params,
-              progress: Progress) -> tuple[list[dict], list, list[Setup], list]:
-  """Runs every member; returns (member records, their RGB images, the setups used, one
-  seeds.SeedsResult per setup)."""
+def make_setups(experiment: str, sweep: Sweep | None) -> list[Setup]:
+  """One Setup per sequential sweep value (else one); validates every value up front."""
   values = sweep.values if sweep and not sweep.batched else (None,)
   setups = []
-  for v in values:  # Validate every value before any compute.
+  for v in values:
     if v is not None:
       set_flag(sweep.flag, v)
     setups.append(setup(experiment))
+  return setups
+
+
+def run_study(seed_list: list[int], sweep: Sweep | None, setups: list[Setup], params,
+              progress: Progress) -> tuple[list[dict], list, list]:
+  """Runs every member; returns (member records, their RGB images, one seeds.SeedsResult
+  per setup)."""
+  values = sweep.values if sweep and not sweep.batched else (None,)
   members, images, results = [], [], []
   for i, (v, s) in enumerate(zip(values, setups)):
     progress.run_index, progress.label = i, "" if v is None else f"{sweep.flag}={v} "
@@ -285,7 +291,7 @@ def run_study(experiment: str, seed_list: list[int], sweep: Sweep | None, params
           "evaluations": int(res.evaluations[k]), "steps": int(res.steps[k]),
           "status": res.status[k], "loss_history": res.loss_history[k],
           "eval_history": res.eval_history[k]})
-  return members, images, setups, results
+  return members, images, results
 
 
 def summary(experiment, sweep, members, images, setups, params, results, wall) -> dict:
@@ -356,8 +362,9 @@ def main(argv):
   out_dir = Path(_OUTPUT_DIR.value)
   if out_dir.exists() and not out_dir.is_dir():
     raise JnstError(f"--output_dir={out_dir} is a file: choose a directory")
-  io.ensure_writable(out_dir / "summary.json")
   flag_record = cli.flag_values()
+  setups = make_setups(experiment, sweep)  # Bad inputs fail here, before any output.
+  io.ensure_writable(out_dir / "summary.json")
   params = vgg.load_params(FLAGS.weights, dtype="float32")
   steps = cli.opt_config().steps
   runs = len(sweep.values) if sweep and not sweep.batched else 1
@@ -365,8 +372,7 @@ def main(argv):
   if sweep:
     what += f" x {sweep.flag} in {','.join(sweep.values)} ({'vmapped' if sweep.batched else 'one after another'})"
   print(f"seed study: {experiment}, {what} on {jax.device_count()} device(s)", flush=True)
-  members, images, setups, results = run_study(experiment, seed_list, sweep, params,
-                                                Progress(steps, runs))
+  members, images, results = run_study(seed_list, sweep, setups, params, Progress(steps, runs))
   wall = time.perf_counter() - t0
   record = summary(experiment, sweep, members, images, setups, params, results, wall)
   record["flags"] = flag_record

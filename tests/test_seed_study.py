@@ -104,6 +104,8 @@ def test_graph_sweep_runs_one_after_another(setup):
     (["--sweep=layer:relu1_1"], "does not apply to --experiment=stylize"),
     (["--sweep=style_weight:1,-2"], "finite numbers >= 0"),
     (["--seed=3"], "--first_seed and --num_seeds"),
+    (["--experiment=reconstruct", "--content={d}/missing.png"], "does not exist"),
+    (["--experiment=reconstruct", "--sweep=layer:relu1_1,relu9_9"], "unknown layer name"),
 ])
 def test_bad_input_is_one_line_exit_2(setup, args, message):
   d, common = setup
