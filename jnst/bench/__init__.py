@@ -1,0 +1,17 @@
+"""Benchmarks of jnst against a PyTorch reference of the same algorithm.
+
+* ``torch_ref``: the Gatys computation in PyTorch (optional: ``pip install 'jnst[bench]'``;
+  torch is imported lazily, only when a torch function is called).
+* ``flops``: analytic FLOP count of one loss + input-gradient evaluation.
+* ``timing``: medians with device sync, peak memory, matmul peak.
+* ``suite``: the measurements ``scripts/benchmark.py`` runs, as benchmark records.
+"""
+
+
+def torch_available() -> bool:
+  """True if PyTorch can be imported (the parity test and torch columns need it)."""
+  try:
+    import torch  # noqa: F401
+  except ImportError:
+    return False
+  return True

@@ -1,0 +1,399 @@
+"""The benchmark itself: jnst (JAX) and the PyTorch reference on the same problem, in one
+process, as a list of records ``{"framework", "size", "metric", "value", "unit"}``.
+
+The problem at each size: the content image resized so its longer side is ``size``, one
+style image at the same size, jnst's stylize defaults (content relu4_2, style relu1_1 ...
+relu5_1 with w_l = 1/5, paper normalisation, α = 1, β = 1e3, max pooling, init = content).
+Metric names are documented in BENCHMARKS.md. Every time is a median over ``repeats``
+calls after warm-up, with the device synced before the clock is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jnst import io, optimize, transfer
+from jnst.bench import flops, timing
+from jnst.errors import JnstError
+
+FRAMEWORKS = ("jax", "torch")
+LOOPS = ("step", "scan")
+OPTIMIZERS = {"lbfgs": 1.0, "adam": 10.0}  # optimizer -> learning rate (the CLI defaults)
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+  """What to measure.
+
+  sizes: longer image side, pixels. steps: evaluations per end-to-end run. repeats: timed
+  calls per median (after warm-up); e2e_repeats: the same for whole runs. num_seeds / seed_size: the seed-throughput problem
+  (seed_size 0 = skip; None = the smallest size). loops: JAX loop designs to time end to
+  end. scan_chunk: steps per compiled scan call. torch_compile: also time torch.compile.
+  threads: torch intra-op threads (0 = every CPU, as XLA:CPU uses). matmul_n: side of the
+  matmul that measures the peak.
+  """
+  sizes: tuple[int, ...] = (128, 256)
+  frameworks: tuple[str, ...] = FRAMEWORKS
+  steps: int = 50
+  repeats: int = 3
+  e2e_repeats: int = 1
+  warmup: int = 3
+  num_seeds: int = 8
+  seed_size: int | None = None
+  loops: tuple[str, ...] = LOOPS
+  scan_chunk: int = 10
+  torch_compile: bool = True
+  threads: int = 0
+  matmul_n: int = 2048
+
+  def validate(self) -> BenchConfig:
+    bad = [f for f in self.frameworks if f not in FRAMEWORKS]
+    if bad or not self.frameworks:
+      raise JnstError(f"unknown framework(s) {bad or '(none)'}: use --frameworks=jax,torch")
+    bad = [l for l in self.loops if l not in LOOPS]
+    if bad:
+      raise JnstError(f"unknown loop(s) {bad}: use --loops=step,scan")
+    if not self.sizes or min(self.sizes) < io.MIN_SIDE:
+      raise JnstError(f"--sizes must be at least {io.MIN_SIDE} pixels, got {list(self.sizes)}")
+    for name in ("steps", "repeats", "e2e_repeats", "num_seeds", "scan_chunk", "matmul_n"):
+      if getattr(self, name) < 1:
+        raise JnstError(f"--{name} must be at least 1, got {getattr(self, name)}")
+    if self.warmup < 0 or self.threads < 0:
+      raise JnstError("--warmup and --threads must be >= 0")
+    return self
+
+
+def machine_info(cfg: BenchConfig) -> dict:
+  """CPU, cores, GPU, versions and load: what the figures were measured on."""
+  import flax
+  import jaxlib
+  import optax
+  info = {"cpu": timing.cpu_model(), "cpus": timing.cpu_count(),
+          "load_average_1_5_15": list(os.getloadavg()),
+          "jax_backend": jax.default_backend(), "jax_devices": [str(d) for d in jax.devices()],
+          "python": sys.version.split()[0], "jax": jax.__version__,
+          "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__,
+          "xla_flags": os.environ.get("XLA_FLAGS", ""), "config": dataclasses.asdict(cfg)}
+  if "torch" in cfg.frameworks:
+    from jnst.bench import torch_ref
+    t = torch_ref.torch()
+    info.update(torch=t.__version__, torch_threads=t.get_num_threads(),
+                torch_device=torch_ref.default_device(),
+                gpu=t.cuda.get_device_name() if t.cuda.is_available() else None)
+  return info
+
+
+class Recorder:
+  """Collects records and echoes each to ``log``."""
+
+  def __init__(self, log: Callable[[str], None] = print):
+    self.records: list[dict] = []
+    self.log = log
+
+  def add(self, framework: str, size: int, metric: str, value, unit: str = "", note: str = ""):
+    rec = {"framework": framework, "size": size, "metric": metric,
+           "value": None if value is None else float(value), "unit": unit}
+    if note:
+      rec["note"] = note
+    self.records.append(rec)
+    shown = "n/a" if value is None else f"{value:.4g}"
+    self.log(f"  {framework:5s} {size:4d} {metric:28s} {shown} {unit} {note}".rstrip())
+
+
+# ------------------------------------------------------------------ JAX side
+
+
+def _jax_sync(tree):
+  return jax.block_until_ready(tree)
+
+
+def _opt_config(optimizer: str, steps: int, loop: str, scan_chunk: int) -> optimize.OptConfig:
+  chunk = math.gcd(steps, scan_chunk) if loop == "scan" else steps
+  return optimize.OptConfig(optimizer=optimizer, steps=steps,
+                            learning_rate=OPTIMIZERS[optimizer], chunk=chunk, loop=loop).validate()
+
+
+def _jax_warm(problem: transfer.Problem, x0, cfg: optimize.OptConfig, batched: bool) -> float:
+  """Compiles (and runs once) exactly the functions ``optimize.run`` will call; seconds."""
+  t0 = time.perf_counter()
+  state = optimize.compiled_init(cfg, batched)(x0)
+  if cfg.resolved_loop() == "scan":
+    fn = optimize.compiled_chunk(problem.loss, cfg, min(cfg.chunk, cfg.steps), batched, None)
+  else:
+    fn = optimize.compiled_step(problem.loss, cfg, batched, None)
+  state, _ = fn(state, problem.data)
+  _jax_sync(optimize.compiled_loss(problem.loss, batched, None)(state.x, problem.data))
+  return time.perf_counter() - t0
+
+
+def jax_eval(rec: Recorder, problem, size: int, cfg: BenchConfig, n_flops: int) -> None:
+  """One loss + gradient evaluation, jitted alone: eval_ms, first_call_s, memory, GFLOP/s."""
+  f = jax.jit(jax.value_and_grad(problem.loss, has_aux=True))
+  x0 = problem.init_x
+  first, _ = timing.timed(lambda: _jax_sync(f(x0, problem.data)))
+  with timing.PeakRss() as mem:
+    sec, _ = timing.median_seconds(lambda: _jax_sync(f(x0, problem.data)), cfg.repeats,
+                                   max(0, cfg.warmup - 1))
+  rec.add("jax", size, "eval_ms", 1e3 * sec, "ms")
+  rec.add("jax", size, "first_call_s", first, "s", "trace + compile + one evaluation")
+  rec.add("jax", size, "eval_gflops", n_flops / sec / 1e9, "GFLOP/s")
+  _memory(rec, "jax", size, mem)
+
+
+def jax_end_to_end(rec: Recorder, problem, size: int, cfg: BenchConfig) -> dict:
+  """L-BFGS and Adam, ``steps`` evaluations, per loop design; {optimizer: (s, history)}
+  of the loop ``OptConfig(loop="auto")`` picks on this backend."""
+  out, auto = {}, optimize.OptConfig().resolved_loop()
+  x0 = problem.init_x
+  for opt in OPTIMIZERS:
+    for loop in cfg.loops:
+      ocfg = _opt_config(opt, cfg.steps, loop, cfg.scan_chunk)
+      warm = _jax_warm(problem, x0, ocfg, batched=False)
+      runs = [optimize.run(problem.loss, x0, problem.data, ocfg) for _ in range(cfg.e2e_repeats)]
+      sec = float(np.median([r.seconds["total"] for r in runs]))
+      per_call = sec / cfg.steps * (min(ocfg.chunk, cfg.steps) if loop == "scan" else 1)
+      rec.add("jax", size, f"{opt}_s_{loop}", sec, "s", f"{cfg.steps} evaluations")
+      rec.add("jax", size, f"{opt}_compile_s_{loop}", max(0.0, warm - per_call), "s")
+      if loop == auto or (loop == cfg.loops[0] and auto not in cfg.loops):
+        out[opt] = (sec, runs[0].loss_history)
+  for opt, (sec, hist) in out.items():
+    rec.add("jax", size, f"{opt}_s", sec, "s", f"{cfg.steps} evaluations")
+    rec.add("jax", size, f"{opt}_loss", hist[-1])
+  return out
+
+
+def jax_seeds(rec: Recorder, problem, size: int, cfg: BenchConfig, x0s) -> None:
+  """N seeds vmapped (``optimize.run(batched=True)``): seed runs per second."""
+  for opt in OPTIMIZERS:
+    ocfg = _opt_config(opt, cfg.steps, optimize.OptConfig().resolved_loop(), cfg.scan_chunk)
+    _jax_warm(problem, x0s, ocfg, batched=True)
+    with timing.PeakRss() as mem:
+      res = optimize.run(problem.loss, x0s, problem.data, ocfg, batched=True)
+    rec.add("jax", size, f"seed_runs_per_s_{opt}", cfg.num_seeds / res.seconds["total"], "runs/s",
+            f"{cfg.num_seeds} seeds vmapped, {cfg.steps} evaluations each")
+    _memory(rec, "jax", size, mem, f"seeds_{opt}")
+
+
+def _memory(rec: Recorder, framework: str, size: int, mem: timing.PeakRss, what: str = "eval"):
+  """Host RSS growth during the block; on a GPU, the device's peak allocation as well."""
+  rec.add(framework, size, f"{what}_rss_mb", mem.delta_mb, "MiB", "peak RSS minus RSS before")
+  if framework == "jax" and jax.default_backend() != "cpu":
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+      rec.add("jax", size, f"{what}_device_mb", stats["peak_bytes_in_use"] / 2**20, "MiB",
+              "process peak so far")
+  if framework == "torch":
+    from jnst.bench import torch_ref
+    t = torch_ref.torch()
+    if t.cuda.is_available():
+      rec.add("torch", size, f"{what}_device_mb", t.cuda.max_memory_allocated() / 2**20, "MiB",
+              "process peak so far")
+
+
+# ------------------------------------------------------------------ PyTorch side
+
+
+def torch_eval(rec: Recorder, tp, size: int, cfg: BenchConfig, n_flops: int) -> None:
+  """Eager (and torch.compile) loss + gradient: eval_ms, first_call_s, memory, GFLOP/s."""
+  from jnst.bench import torch_ref
+  loss, x0 = tp
+  dev = x0.device
+
+  def ev(fn=loss):
+    v, g = torch_ref.value_and_grad(fn, x0)
+    torch_ref.sync(dev)
+    return v, g
+
+  first, _ = timing.timed(ev)
+  with timing.PeakRss() as mem:
+    sec, _ = timing.median_seconds(ev, cfg.repeats, cfg.warmup)
+  rec.add("torch", size, "eval_ms", 1e3 * sec, "ms", "eager")
+  rec.add("torch", size, "first_call_s", first, "s", "eager, first evaluation")
+  rec.add("torch", size, "eval_gflops", n_flops / sec / 1e9, "GFLOP/s")
+  _memory(rec, "torch", size, mem)
+  if not cfg.torch_compile:
+    return
+  t = torch_ref.torch()
+  try:
+    compiled = t.compile(lambda x: loss(x))
+    first, _ = timing.timed(lambda: ev(compiled))
+    sec, _ = timing.median_seconds(lambda: ev(compiled), cfg.repeats, cfg.warmup)
+  except Exception as e:  # Backend/compiler failures vary; report them, do not stop.
+    msg = f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:150]}"
+    rec.add("torch", size, "eval_ms_compiled", None, "ms", msg)
+    return
+  rec.add("torch", size, "eval_ms_compiled", 1e3 * sec, "ms", "torch.compile (inductor)")
+  rec.add("torch", size, "compile_s_compiled", first, "s", "torch.compile first call")
+
+
+def torch_end_to_end(rec: Recorder, tp, size: int, cfg: BenchConfig) -> dict:
+  """torch.optim.LBFGS / Adam for ``steps`` evaluations; {optimizer: (s, history)}."""
+  from jnst.bench import torch_ref
+  loss, x0 = tp
+  out = {}
+  for opt in OPTIMIZERS:
+    ocfg = _opt_config(opt, cfg.steps, "step", cfg.scan_chunk)
+    runs = [torch_ref.run(loss, x0, ocfg) for _ in range(cfg.e2e_repeats)]
+    sec = float(np.median([r.seconds for r in runs]))
+    rec.add("torch", size, f"{opt}_s", sec, "s", f"{cfg.steps} evaluations")
+    rec.add("torch", size, f"{opt}_loss", runs[0].loss_history[-1])
+    out[opt] = (sec, runs[0].loss_history)
+  return out
+
+
+def torch_seeds(rec: Recorder, tp, size: int, cfg: BenchConfig, x0s) -> None:
+  """N seeds as a Python loop of single runs; Adam also with the seeds stacked in a batch."""
+  from jnst.bench import torch_ref
+  loss, _ = tp
+  dev = tp[1].device
+  xs = torch_ref.to_nchw(np.asarray(x0s), dev)  # network-space (N, 3, H, W)
+  for opt in OPTIMIZERS:
+    ocfg = _opt_config(opt, cfg.steps, "step", cfg.scan_chunk)
+    with timing.PeakRss() as mem:
+      sec, _ = timing.timed(lambda: [torch_ref.run(loss, xs[i:i + 1], ocfg)
+                                     for i in range(cfg.num_seeds)])
+    rec.add("torch", size, f"seed_runs_per_s_{opt}", cfg.num_seeds / sec, "runs/s",
+            f"{cfg.num_seeds} sequential runs")
+    _memory(rec, "torch", size, mem, f"seeds_{opt}")
+  ocfg = _opt_config("adam", cfg.steps, "step", cfg.scan_chunk)
+  for _ in range(max(1, cfg.warmup)):  # oneDNN sets up per input shape.
+    torch_ref.value_and_grad(loss, xs)
+  res = torch_ref.run(loss, xs, ocfg)
+  rec.add("torch", size, "seed_runs_per_s_adam_stacked", cfg.num_seeds / res.seconds, "runs/s",
+          f"{cfg.num_seeds} seeds in one batch (Adam only)")
+
+
+# ------------------------------------------------------------------ both
+
+
+def time_to_common_loss(rec: Recorder, size: int, runs: dict) -> None:
+  """For each optimiser: the higher of the frameworks' final losses (a loss both reach) and
+  the time each needs to first reach it — its run time x (evaluations to reach it) /
+  (evaluations in the run), i.e. assuming every evaluation costs the same."""
+  for opt in OPTIMIZERS:
+    if not all(opt in r for r in runs.values()) or len(runs) < 2:
+      return
+    target = max(r[opt][1][-1] for r in runs.values())
+    for fw, r in runs.items():
+      sec, hist = r[opt]
+      k = timing.first_index_at_most(hist, target)
+      rec.add(fw, size, f"{opt}_common_loss", target)
+      rec.add(fw, size, f"{opt}_s_to_common_loss",
+              None if k is None else sec * (k + 1) / len(hist), "s",
+              f"reached at evaluation {k + 1} of {len(hist)}" if k is not None else "not reached")
+
+
+def load_pair(content_path, style_path, size: int):
+  """(content, style) RGB [0, 1], each with longer side ``size``."""
+  return io.load_image(content_path, size), io.load_image(style_path, size)
+
+
+def run(params, content_path, style_path, cfg: BenchConfig,
+        log: Callable[[str], None] = print) -> tuple[dict, list[dict]]:
+  """Measures everything in ``cfg``; returns (machine info, records)."""
+  cfg = cfg.validate()
+  if "torch" in cfg.frameworks:
+    from jnst.bench import torch_ref
+    torch_ref.torch().set_num_threads(cfg.threads or timing.cpu_count())
+  machine = machine_info(cfg)
+  rec = Recorder(log)
+  seed_size = min(cfg.sizes) if cfg.seed_size is None else cfg.seed_size
+  if "jax" in cfg.frameworks:
+    gflops = timing.jax_matmul_peak_gflops(cfg.matmul_n)
+    rec.add("jax", 0, "matmul_peak_gflops", gflops, "GFLOP/s",
+            f"{cfg.matmul_n}^2 float32 matmul, default precision")
+  scfg = transfer.StylizeConfig()
+  sizes = list(cfg.sizes) + ([seed_size] if seed_size and seed_size not in cfg.sizes else [])
+  shapes = {}
+  for size in sizes:
+    content, style = load_pair(content_path, style_path, size)
+    h, w = content.shape[:2]
+    shapes[size] = [h, w]
+    problem = transfer.stylize_problem(params, content, [style], scfg)
+    n_flops = flops.eval_flops(h, w, problem.loss.layers, scfg.style_layers)
+    log(f"size {size} ({w}x{h}): {n_flops / 1e9:.2f} GFLOP per evaluation")
+    tp = None
+    if "torch" in cfg.frameworks:
+      from jnst.bench import torch_ref
+      tp = torch_ref.stylize_problem(params, content, [style], scfg, torch_ref.default_device())
+    runs = {}
+    for fw in cfg.frameworks:
+      rec.add(fw, size, "gflop_per_eval", n_flops / 1e9, "GFLOP", f"{w}x{h}, analytic")
+    if size in cfg.sizes:
+      if "jax" in cfg.frameworks:
+        jax_eval(rec, problem, size, cfg, n_flops)
+        runs["jax"] = jax_end_to_end(rec, problem, size, cfg)
+      if tp is not None:
+        torch_eval(rec, tp, size, cfg, n_flops)
+        runs["torch"] = torch_end_to_end(rec, tp, size, cfg)
+      time_to_common_loss(rec, size, runs)
+    if size == seed_size:
+      noise = transfer.stylize_problem(params, content, [style],
+                                       dataclasses.replace(scfg, init="noise"))
+      keys = jax.random.split(jax.random.key(0), cfg.num_seeds)
+      x0s = jax.vmap(noise.x0)(keys)
+      if "jax" in cfg.frameworks:
+        jax_seeds(rec, noise, size, cfg, x0s)
+      if tp is not None:
+        torch_seeds(rec, tp, size, cfg, x0s)
+  machine["image_shapes_hw"] = {str(k): v for k, v in shapes.items()}
+  machine["load_average_after"] = list(os.getloadavg())
+  return machine, rec.records
+
+
+# ------------------------------------------------------------------ report
+
+def _speedup(metric: str, jax_v, torch_v):
+  """torch/jax for times and memory, jax/torch for rates; None where it means nothing."""
+  if not jax_v or not torch_v or metric.startswith("gflop_") or (
+      metric.endswith("loss") and "_s_to_" not in metric):
+    return None
+  if "per_s" in metric or "gflops" in metric:
+    return jax_v / torch_v
+  return torch_v / jax_v
+
+
+def markdown(machine: dict, records: list[dict]) -> str:
+  """Tables per size: metric | jax | torch | jax advantage (×, > 1 = JAX better)."""
+  lines = [f"Machine: {machine.get('cpu')} ({machine.get('cpus')} CPUs), JAX backend "
+           f"{machine.get('jax_backend')}, GPU: {machine.get('gpu') or 'none'}; jax "
+           f"{machine.get('jax')}, torch {machine.get('torch', 'n/a')} "
+           f"({machine.get('torch_threads', 'n/a')} threads); load average before "
+           f"{machine.get('load_average_1_5_15')}, after {machine.get('load_average_after')}.",
+           ""]
+  for size in sorted({r["size"] for r in records}):
+    rows: dict[str, dict] = {}
+    for r in records:
+      if r["size"] == size:
+        rows.setdefault(r["metric"], {"unit": r["unit"]})[r["framework"]] = r["value"]
+    title = "machine-wide" if size == 0 else f"size {size} ({machine.get('image_shapes_hw', {}).get(str(size), '?')} HxW)"
+    lines += [f"### {title}", "", "| metric | unit | jax | torch | jax advantage |",
+              "|---|---|---:|---:|---:|"]
+    for metric, v in rows.items():
+      j, t = v.get("jax"), v.get("torch")
+      sp = _speedup(metric, j, t)
+      fmt = lambda x: "–" if x is None else f"{x:.4g}"
+      lines.append(f"| {metric} | {v['unit']} | {fmt(j)} | {fmt(t)} | "
+                   f"{'' if sp is None else f'{sp:.2f}×'} |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def write(output_dir, machine: dict, records: list[dict]) -> tuple[Path, Path]:
+  """benchmark.json and benchmark.md in ``output_dir``, each written atomically."""
+  out = Path(output_dir)
+  js = io.save_json(out / "benchmark.json", {"machine": machine, "results": records})
+  md = out / "benchmark.md"
+  with io.atomic_path(md) as tmp:
+    tmp.write_text(markdown(machine, records) + "\n")
+  return js, md
