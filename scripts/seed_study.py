@@ -29,10 +29,10 @@ Writes to --output_dir: seed_XXXX.png per seed (with a sweep: FLAG_VALUE.png, or
 FLAG_VALUE_seed_XXXX.png with several seeds), grid.png (inputs first, then every result,
 labelled), losses.png (loss vs evaluation, every run, mean and spread) and summary.json.
 
-Multi-host: start one process per host with JNST_DISTRIBUTED=1 and the usual
-``jax.distributed.initialize()`` environment (coordinator address, process count and id,
-or a cluster auto-detected by JAX); the seed axis then spans every host's devices and
-process 0 writes the outputs.
+Multi-host: start one process per host with --distributed (or JNST_DISTRIBUTED=1) and
+--coordinator_address/--num_processes/--process_id, or let JAX auto-detect the cluster
+(Cloud TPU, SLURM, ...); the seed axis then spans every host's devices and process 0 writes
+the outputs.
 """
 
 from __future__ import annotations
@@ -56,6 +56,14 @@ cli.define_stylize_flags()
 cli.define_reconstruct_flags()
 cli.define_synthesize_flags()
 flags.FLAGS.set_default("init", "noise")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Multi-host: call "
+                                 "jax.distributed.initialize() first (also JNST_DISTRIBUTED=1).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process "
+                                   "0 (default: $JAX_COORDINATOR_ADDRESS or auto-detected).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: process count "
+                                      "(default: auto-detected).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's id "
+                                   "(default: auto-detected).")
 _EXPERIMENT = flags.DEFINE_enum("experiment", "stylize", ["reconstruct", "synthesize", "stylize"],
                                 "Which experiment to run for every seed.")
 _NUM_SEEDS = flags.DEFINE_integer("num_seeds", 4, "Number of seeds (members per sweep value).")
@@ -354,8 +362,8 @@ def grid(setups: list[Setup], members: list[dict], images, sweep) -> np.ndarray:
 def main(argv):
   del argv
   t0 = time.perf_counter()
-  if os.environ.get("JNST_DISTRIBUTED") == "1":
-    jax.distributed.initialize()
+  if _DISTRIBUTED.value or os.environ.get("JNST_DISTRIBUTED") == "1":
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   experiment = _EXPERIMENT.value
   seed_list = check_flags()
   sweep = parse_sweep(_SWEEP.value, experiment)
