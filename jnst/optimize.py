@@ -13,8 +13,9 @@ drivers run it (``OptConfig.loop``):
   is asynchronous: per-step losses stay on the device and are fetched once per chunk.
 * ``"scan"``: ``jit`` of a ``lax.scan`` over ``chunk`` steps, one call per chunk.
 
-On XLA:CPU a conv inside a loop body runs several times slower than the same conv jitted
-alone (see BENCHMARKS.md), so ``"auto"`` picks ``"step"`` on CPU and ``"scan"`` elsewhere.
+``"auto"`` picks ``"scan"`` on every backend: since ``jnst.vgg.conv3x3`` keeps XLA:CPU's
+transposed convs on its fast path inside loop bodies, the scan loop measured 1.03-1.46x faster
+than the step loop on CPU (BENCHMARKS.md); ``"step"`` stays available.
 Either way the host looks at the results only every ``chunk`` steps (progress lines,
 intermediate images, early stopping); the step itself never syncs.
 
@@ -94,7 +95,7 @@ class OptConfig:
   def resolved_loop(self) -> str:
     if self.loop != "auto":
       return self.loop
-    return "step" if jax.default_backend() == "cpu" else "scan"
+    return "scan"  # Fastest on CPU too since jnst.vgg.conv3x3 (BENCHMARKS.md).
 
   @property
   def uses_linesearch(self) -> bool:
