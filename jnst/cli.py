@@ -272,6 +272,13 @@ def run(main: Callable[[list[str]], None]) -> None:
     except JnstError as e:
       _fail(str(e))
 
+  # --help/--helpshort list the main module's key flags; ours are defined in jnst.cli or in
+  # the script module, which is not the main module when run as a console entry point.
+  for module, defined in FLAGS.flags_by_module_dict().items():
+    if module.startswith(("jnst", "scripts")) or module.endswith(".py"):
+      for flag in defined:
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
   def parse(argv):
     try:
       return FLAGS(argv)

@@ -102,3 +102,14 @@ def test_fetch_weights_bad_local_file(tmp_path):
                  f"--output={tmp_path/'w.h5'}", "--force")
   assert p.returncode == 2 and p.stderr.strip().startswith("error:") and "HDF5" in p.stderr
   assert not (tmp_path / "w.h5").exists()
+
+
+@pytest.mark.parametrize("command", ["jnst-stylize", "jnst-reconstruct", "jnst-synthesize",
+                                     "jnst-seed-study", "jnst-benchmark", "jnst-fetch-weights"])
+def test_console_entry_points_are_installed(command):
+  exe = Path(sys.executable).parent / command
+  assert exe.is_file(), f"{command} missing: reinstall with pip install -e ."
+  p = subprocess.run([str(exe), "--helpshort"], capture_output=True, text=True, timeout=120,
+                     env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert "--weights" in p.stdout or "--output" in p.stdout, (p.stdout, p.stderr)  # Our flags listed.
+  assert "Traceback" not in p.stderr
