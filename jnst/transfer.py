@@ -183,14 +183,16 @@ def stylize_problem(params, content, styles: Sequence, cfg: StylizeConfig,
   weights = _weights(cfg.content_weight, cfg.style_weight, cfg.tv_weight,
                      _layer_weights(c_layers, cfg.content_layer_weights, 1.0, "content"),
                      _layer_weights(s_layers, cfg.style_layer_weights, 1.0 / len(s_layers), "style"))
-  init = {"content": content, "noise": None}.get(cfg.init, "other")
-  if cfg.init == "style":
-    init = jax.image.resize(_check_image(styles[0], "style image"), content.shape, "lanczos3")
-  elif cfg.init == "image":
-    if init_image is None:
+  if cfg.init == "content":
+    init = content
+  elif cfg.init == "noise":
+    init = None
+  elif cfg.init in ("style", "image"):
+    src = styles[0] if cfg.init == "style" else init_image
+    if src is None:
       raise JnstError("init='image' needs an init image")
-    init = jax.image.resize(_check_image(init_image, "init image"), content.shape, "lanczos3")
-  elif init == "other":
+    init = jax.image.resize(_check_image(src, f"{cfg.init} image"), content.shape, "lanczos3")
+  else:
     raise JnstError(f"unknown init {cfg.init!r}: use content, noise, style or an image file")
   init_x = None if init is None else vgg.preprocess(params, jnp.clip(init, 0, 1))
   return Problem(loss, {"params": params, "targets": targets, "weights": weights},
