@@ -134,3 +134,19 @@ def test_reconstruction_detail_falls_with_depth(real_params):
     psnr[layer] = transfer.psnr(rgb, photo)
   assert psnr["relu1_1"] >= 30, psnr
   assert psnr["relu1_1"] > psnr["relu3_1"] > psnr["relu5_1"], psnr
+
+
+@pytest.mark.parametrize("init", ["content", "style", "image", "noise"])
+def test_init_choices(random_params, init):
+  content, style = images(6)
+  other = np.full((20, 30, 3), 0.25, np.float32)
+  cfg = transfer.StylizeConfig(init=init, style_layers=SHALLOW, content_layers=("relu1_1",))
+  problem = transfer.stylize_problem(random_params, content, [style], cfg, init_image=other)
+  x0 = transfer.to_rgb(random_params, problem.x0(jax.random.key(0)))
+  assert x0.shape == content.shape
+  expected = {"content": content, "style": np.asarray(jax.image.resize(style, content.shape, "lanczos3")),
+              "image": np.full_like(content, 0.25)}.get(init)
+  if expected is None:  # Noise: seeded, uniform over [0, 1].
+    assert 0.2 < x0.std() < 0.4
+  else:
+    np.testing.assert_allclose(x0, np.clip(expected, 0, 1), atol=1e-4)
