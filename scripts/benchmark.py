@@ -3,6 +3,7 @@ r"""Benchmark jnst (JAX) against the PyTorch reference: same algorithm, same wei
   python scripts/benchmark.py                               # 128,256 px (512 too on a GPU)
   python scripts/benchmark.py --sizes=128,256 --steps=50 --repeats=3 --output_dir=bench_out
   python scripts/benchmark.py --quick                       # tiny sizes, a smoke test
+  python scripts/benchmark.py --seed_scaling=only           # issue 4: N seeds vmapped vs one by one
 
 Writes <output_dir>/benchmark.json ({"machine": ..., "results": [{"framework", "size",
 "metric", "value", "unit"}, ...]}) and benchmark.md (tables). Metrics: BENCHMARKS.md.
@@ -42,6 +43,15 @@ flags.DEFINE_string("content", None, "Content image (default: ../shared/images/t
                     "if present, else the demo photo).")
 flags.DEFINE_string("style", None, "Style image (default: ../shared/images/starry_night.jpg "
                     "if present, else the demo painting).")
+flags.DEFINE_enum("seed_scaling", None, suite.SEED_SCALING, "Seed scaling (vmapped vs "
+                  "sequential seeds, JAX only): off, on (after the rest) or only (default off; "
+                  "--quick: on).")
+flags.DEFINE_list("seed_counts", None, "Seed counts N for seed scaling (default 1,2,4,8,16; "
+                  "--quick: 1,2).")
+flags.DEFINE_list("seed_sizes", None, "Longer image side(s) for seed scaling, pixels (default "
+                  "64,128,256; --quick: 32).")
+flags.DEFINE_integer("seed_steps", None, "L-BFGS steps per seed for seed scaling (default 10; "
+                     "--quick: 2).")
 flags.DEFINE_bool("quick", False, "Tiny sizes and few repeats: checks the script runs.")
 FLAGS = flags.FLAGS
 
@@ -58,12 +68,20 @@ def bench_config() -> suite.BenchConfig:
   pick = lambda value, normal, quick: value if value is not None else (quick if q else normal)
   default_sizes = (128, 256) + ((512,) if jax.default_backend() == "gpu" else ())
   sizes = _ints(FLAGS.sizes, "sizes") if FLAGS.sizes else ((32,) if q else default_sizes)
+  mode = pick(FLAGS.seed_scaling, "off", "on")
+  frameworks = ("jax",) if mode == "only" else tuple(FLAGS.frameworks)
+  seed_sizes = (_ints(FLAGS.seed_sizes, "seed_sizes") if FLAGS.seed_sizes
+                else ((32,) if q else (64, 128, 256)))
+  seed_counts = (_ints(FLAGS.seed_counts, "seed_counts") if FLAGS.seed_counts
+                 else ((1, 2) if q else (1, 2, 4, 8, 16)))
   return suite.BenchConfig(
-      sizes=sizes, frameworks=tuple(FLAGS.frameworks), steps=pick(FLAGS.steps, 50, 4),
+      sizes=sizes, frameworks=frameworks, steps=pick(FLAGS.steps, 50, 4),
       repeats=pick(FLAGS.repeats, 3, 1), e2e_repeats=FLAGS.e2e_repeats,
       warmup=1 if q else 3, num_seeds=pick(FLAGS.num_seeds, 8, 2), seed_size=FLAGS.seed_size,
       loops=tuple(FLAGS.loops), torch_compile=pick(FLAGS.torch_compile, True, False),
-      threads=FLAGS.threads, matmul_n=256 if q else 2048).validate()
+      threads=FLAGS.threads, matmul_n=256 if q else 2048, seed_scaling=mode,
+      seed_sizes=seed_sizes, seed_counts=seed_counts,
+      seed_steps=pick(FLAGS.seed_steps, 10, 2)).validate()
 
 
 def images() -> tuple[str, str]:
@@ -90,8 +108,10 @@ def main(argv):
     params = vgg.init_random(jax.random.key(0))
   else:
     params = vgg.load_params(FLAGS.weights)
-  print(f"benchmark: {content} + {style}, sizes {list(cfg.sizes)}, {cfg.steps} evaluations "
-        f"per run, {'random' if FLAGS.random_weights else 'real'} weights", flush=True)
+  what = (f"sizes {list(cfg.sizes)}, {cfg.steps} evaluations per run"
+          if cfg.seed_scaling != "only" else "seed scaling only")
+  print(f"benchmark: {content} + {style}, {what}, "
+        f"{'random' if FLAGS.random_weights else 'real'} weights", flush=True)
   machine, records = suite.run(params, content, style, cfg,
                                log=lambda s: print(s, flush=True))
   machine.update(content=content, style=style,

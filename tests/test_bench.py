@@ -104,7 +104,8 @@ def test_quick_benchmark_runs(tmp_path, random_weights_file):
   proc = subprocess.run(
       [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--quick",
        f"--weights={random_weights_file}", f"--content={tmp_path / 'c.png'}",
-       f"--style={tmp_path / 's.png'}", f"--frameworks={frameworks}", f"--output_dir={out}"],
+       f"--style={tmp_path / 's.png'}", f"--frameworks={frameworks}", f"--output_dir={out}",
+       "--seed_scaling=off"],  # test_quick_seed_scaling covers it.
       capture_output=True, text=True, env=env, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   record = json.loads((out / "benchmark.json").read_text())
@@ -115,6 +116,31 @@ def test_quick_benchmark_runs(tmp_path, random_weights_file):
       assert (fw, 32, metric) in got
   assert ("jax", 32, "lbfgs_s_scan") in got and ("jax", 32, "adam_s_step") in got
   assert "| eval_ms |" in (out / "benchmark.md").read_text()
+
+
+def test_quick_seed_scaling(tmp_path, random_weights_file):
+  rng = np.random.default_rng(0)
+  for name in ("c.png", "s.png"):
+    io.save_image(tmp_path / name, rng.uniform(size=(24, 32, 3)))
+  out = tmp_path / "out"
+  proc = subprocess.run(
+      [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--quick", "--seed_scaling=only",
+       f"--weights={random_weights_file}", f"--content={tmp_path / 'c.png'}",
+       f"--style={tmp_path / 's.png'}", f"--output_dir={out}"],
+      capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=120)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  got = {(r["size"], r["metric"]): r["value"]
+         for r in json.loads((out / "benchmark.json").read_text())["results"]}
+  assert {r[0] for r in got} == {32}  # Nothing but seed scaling ran.
+  assert got[32, "seeds_steps"] == 2 and got[32, "seeds_sequential_run_s"] > 0
+  for n in (1, 2):
+    vmapped = got[32, f"seeds{n}_vmapped_images_per_s"]
+    sequential = got[32, f"seeds{n}_sequential_images_per_s"]
+    assert vmapped > 0 and sequential > 0
+    assert got[32, f"seeds{n}_speedup"] == pytest.approx(vmapped / sequential)
+    assert got[32, f"seeds{n}_rss_mb_per_seed"] >= 0
+    assert got[32, f"seeds{n}_vmapped_compile_s"] >= 0
+  assert "| seeds2_speedup |" in (out / "benchmark.md").read_text()
 
 
 def test_bad_flag_exits_2(tmp_path):

@@ -23,12 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jnst import io, optimize, transfer
-from jnst.bench import flops, timing
+from jnst.bench import flops, seed_scaling, timing
 from jnst.errors import JnstError
 
 FRAMEWORKS = ("jax", "torch")
 LOOPS = ("step", "scan")
 OPTIMIZERS = {"lbfgs": 1.0, "adam": 10.0}  # optimizer -> learning rate (the CLI defaults)
+SEED_SCALING = ("off", "on", "only")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,9 @@ class BenchConfig:
   (seed_size 0 = skip; None = the smallest size). loops: JAX loop designs to time end to
   end. scan_chunk: steps per compiled scan call. torch_compile: also time torch.compile.
   threads: torch intra-op threads (0 = every CPU, as XLA:CPU uses). matmul_n: side of the
-  matmul that measures the peak.
+  matmul that measures the peak. seed_scaling: "off", "on" (after the rest) or "only" —
+  the issue-4 figure (``seed_scaling.py``) at ``seed_sizes`` (px) for ``seed_counts`` seeds
+  of ``seed_steps`` L-BFGS steps each.
   """
   sizes: tuple[int, ...] = (128, 256)
   frameworks: tuple[str, ...] = FRAMEWORKS
@@ -55,6 +58,10 @@ class BenchConfig:
   torch_compile: bool = True
   threads: int = 0
   matmul_n: int = 2048
+  seed_scaling: str = "off"
+  seed_sizes: tuple[int, ...] = (64, 128, 256)
+  seed_counts: tuple[int, ...] = (1, 2, 4, 8, 16)
+  seed_steps: int = 10
 
   def validate(self) -> BenchConfig:
     bad = [f for f in self.frameworks if f not in FRAMEWORKS]
@@ -70,6 +77,15 @@ class BenchConfig:
         raise JnstError(f"--{name} must be at least 1, got {getattr(self, name)}")
     if self.warmup < 0 or self.threads < 0:
       raise JnstError("--warmup and --threads must be >= 0")
+    if self.seed_scaling not in SEED_SCALING:
+      raise JnstError(f"unknown seed_scaling {self.seed_scaling!r}: use off, on or only")
+    if self.seed_scaling != "off":
+      if not self.seed_sizes or min(self.seed_sizes) < io.MIN_SIDE:
+        raise JnstError(f"--seed_sizes must be at least {io.MIN_SIDE} pixels, got "
+                        f"{list(self.seed_sizes)}")
+      if not self.seed_counts or min(self.seed_counts) < 1 or self.seed_steps < 1:
+        raise JnstError(f"--seed_counts and --seed_steps must be at least 1, got "
+                        f"{list(self.seed_counts)} and {self.seed_steps}")
     return self
 
 
@@ -307,6 +323,26 @@ def run(params, content_path, style_path, cfg: BenchConfig,
     torch_ref.torch().set_num_threads(cfg.threads or timing.cpu_count())
   machine = machine_info(cfg)
   rec = Recorder(log)
+  if cfg.seed_scaling != "only":
+    shapes = _main_suite(rec, params, content_path, style_path, cfg, log)
+  else:
+    shapes = {}
+  if cfg.seed_scaling != "off":
+    for size in cfg.seed_sizes:
+      content, style = load_pair(content_path, style_path, size)
+      shapes.setdefault(size, list(content.shape[:2]))
+      log(f"seed scaling at {size} px ({content.shape[1]}x{content.shape[0]}): seeds "
+          f"{list(cfg.seed_counts)}, {cfg.seed_steps} L-BFGS steps each")
+      seed_scaling.seed_scaling(rec, params, content, style, size, cfg.seed_counts,
+                                cfg.seed_steps, "lbfgs", cfg.scan_chunk)
+  machine["image_shapes_hw"] = {str(k): v for k, v in shapes.items()}
+  machine["load_average_after"] = list(os.getloadavg())
+  return machine, rec.records
+
+
+def _main_suite(rec: Recorder, params, content_path, style_path, cfg: BenchConfig,
+                log: Callable[[str], None]) -> dict:
+  """Everything but seed scaling; returns {size: [H, W]}."""
   seed_size = min(cfg.sizes) if cfg.seed_size is None else cfg.seed_size
   if "jax" in cfg.frameworks:
     gflops = timing.jax_matmul_peak_gflops(cfg.matmul_n)
@@ -346,9 +382,7 @@ def run(params, content_path, style_path, cfg: BenchConfig,
         jax_seeds(rec, noise, size, cfg, x0s)
       if tp is not None:
         torch_seeds(rec, tp, size, cfg, x0s)
-  machine["image_shapes_hw"] = {str(k): v for k, v in shapes.items()}
-  machine["load_average_after"] = list(os.getloadavg())
-  return machine, rec.records
+  return shapes
 
 
 # ------------------------------------------------------------------ report
