@@ -3,7 +3,6 @@ and turning bad input into a one-line error with exit status 2."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
@@ -209,8 +208,7 @@ class Progress:
       print(f"{self.label}step {step:5d}/{self.total} loss {np.mean(loss):.5g} ({parts}) "
             f"evals {int(np.max(evals))} elapsed {elapsed:.1f}s eta {eta:.0f}s", flush=True)
     if FLAGS.save_every and self.output and step % FLAGS.save_every == 0 and step < self.total:
-      from jnst import transfer as t
-      rgb = t.to_rgb(self.params, state.x)
+      rgb = transfer.to_rgb(self.params, state.x)
       io.save_image(self.output.with_name(f"{self.output.stem}_{step:05d}.png"), rgb)
 
 
@@ -250,10 +248,6 @@ def write_outputs(out: Path, rgb, record: dict) -> None:
   io.save_image(out, rgb)
   io.save_json(out.with_suffix(".json"), record)
   print(f"wrote {out} and {out.with_suffix('.json')}")
-
-
-def config_dict(cfg) -> dict:
-  return dataclasses.asdict(cfg)
 
 
 # ------------------------------------------------------------------ main wrapper

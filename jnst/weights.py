@@ -21,16 +21,15 @@ Every writer goes through a temp file in the target directory and an atomic rena
 from __future__ import annotations
 
 import os
-import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from jnst import vgg
-from jnst.fetch import cache_dir, cached_member, sha256
+from jnst.fetch import Log, _stderr, cache_dir, cached_member, sha256
 from jnst.io import atomic_path
 from jnst.errors import JnstError
 
@@ -47,12 +46,6 @@ KERAS_SIZE = 80_134_624
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
-
-Log = Callable[[str], None]
-
-
-def _stderr(msg: str) -> None:
-  print(msg, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------- paths

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jnst import io, transfer, vgg, weights
+from jnst import io, vgg, weights
 from jnst.bench import flops, suite, timing
 
 REPO = Path(__file__).resolve().parent.parent

@@ -110,17 +110,24 @@ def test_weight_sweep_is_one_batch_equal_to_single_runs(random_params):
     seeds.run_sweep(base, "tv_weight", [-1.0], opt)
 
 
-SHARDED = textwrap.dedent("""
-    import json, sys
-    import jax, numpy as np
+# A reconstruct problem at LAYER on random VGG-19 weights, for the subprocess scripts below
+# (NumPy random: faster than jax.random here).
+RANDOM_PROBLEM = textwrap.dedent("""
+    import numpy as np
     from jnst import optimize, seeds, transfer, vgg
-    rng = np.random.default_rng(0)  # Random VGG-19 (NumPy: faster than jax.random here).
+    rng = np.random.default_rng(0)
     conv = {n: {"kernel": (rng.normal(size=s) * np.sqrt(2 / np.prod(s[:3]))).astype(np.float32),
                 "bias": np.zeros(s[-1:], np.float32)} for n, s in vgg.VGG19.kernel_shapes().items()}
     params = {"conv": conv, "input": vgg.caffe_input()}
     content = np.random.default_rng(0).uniform(size=(16, 16, 3)).astype(np.float32)
-    problem = transfer.reconstruct_problem(params, content,
-                                           transfer.ReconstructConfig(layer="relu2_1"))
+    problem = transfer.reconstruct_problem(params, content, transfer.ReconstructConfig(layer=LAYER))
+""")
+
+SHARDED = textwrap.dedent("""
+    import json, sys
+    import jax
+    LAYER = "relu2_1"
+""") + RANDOM_PROBLEM + textwrap.dedent("""
     for loop in ("step", "scan"):
       opt = optimize.OptConfig(steps=3, chunk=3, loop=loop)
       seen = []
@@ -220,15 +227,8 @@ MULTIPROCESS = textwrap.dedent("""
     import jax
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
-    import numpy as np
-    from jnst import optimize, seeds, transfer, vgg
-    rng = np.random.default_rng(0)
-    conv = {n: {"kernel": (rng.normal(size=s) * np.sqrt(2 / np.prod(s[:3]))).astype(np.float32),
-                "bias": np.zeros(s[-1:], np.float32)} for n, s in vgg.VGG19.kernel_shapes().items()}
-    params = {"conv": conv, "input": vgg.caffe_input()}
-    content = np.random.default_rng(0).uniform(size=(16, 16, 3)).astype(np.float32)
-    problem = transfer.reconstruct_problem(params, content,
-                                           transfer.ReconstructConfig(layer="relu1_1"))
+    LAYER = "relu1_1"
+""") + RANDOM_PROBLEM + textwrap.dedent("""
     opt = optimize.OptConfig(steps=3, chunk=3)
     res = seeds.run_seeds(problem, range(3), opt)
     print(json.dumps({"devices": len(res.devices), "mesh": res.sharding,

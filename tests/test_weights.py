@@ -7,7 +7,6 @@ import os
 import tarfile
 
 import h5py
-import jax
 import numpy as np
 import pytest
 
