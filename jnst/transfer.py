@@ -147,6 +147,12 @@ def _weights(content, style, tv, content_layers, style_layers) -> dict:
           "content_layers": content_layers, "style_layers": style_layers}
 
 
+def _data(params, targets, weights) -> dict:
+  """A problem's ``data``; the params get precomputed input-gradient kernels (a ~10 %
+  faster evaluation on CPU, ``vgg.with_grad_kernels``)."""
+  return {"params": vgg.with_grad_kernels(params), "targets": targets, "weights": weights}
+
+
 def style_targets(params, styles: Sequence, layers, blend, pooling, dtype) -> dict:
   """Blended raw Grams Σ_s b_s A_s per layer (b normalised to sum 1)."""
   if blend is None:
@@ -195,7 +201,7 @@ def stylize_problem(params, content, styles: Sequence, cfg: StylizeConfig,
   else:
     raise JnstError(f"unknown init {cfg.init!r}: use content, noise, style or an image file")
   init_x = None if init is None else vgg.preprocess(params, jnp.clip(init, 0, 1))
-  return Problem(loss, {"params": params, "targets": targets, "weights": weights},
+  return Problem(loss, _data(params, targets, weights),
                  init_x, tuple(content.shape))
 
 
@@ -206,7 +212,7 @@ def reconstruct_problem(params, content, cfg: ReconstructConfig) -> Problem:
   feats = vgg.extract(params, content[None], [layer], cfg.pooling, cfg.dtype)
   targets = {"content": {layer: feats[layer][0]}, "style": {}}
   weights = _weights(1.0, 0.0, 0.0, {layer: jnp.float32(1.0)}, {})
-  return Problem(loss, {"params": params, "targets": targets, "weights": weights},
+  return Problem(loss, _data(params, targets, weights),
                  None, tuple(content.shape))
 
 
@@ -219,7 +225,7 @@ def synthesize_problem(params, style, cfg: SynthesizeConfig) -> Problem:
   weights = _weights(0.0, 1.0, 0.0, {},
                      _layer_weights(layers, cfg.style_layer_weights, 1.0 / len(layers), "style"))
   shape = (*cfg.size, 3) if cfg.size else tuple(style.shape)
-  return Problem(loss, {"params": params, "targets": targets, "weights": weights}, None, shape)
+  return Problem(loss, _data(params, targets, weights), None, shape)
 
 
 # ---------------------------------------------------------------- running

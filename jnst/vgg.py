@@ -19,6 +19,9 @@ Params are a plain pytree::
   {"conv": {"conv1_1": {"kernel": (3, 3, Cin, Cout) HWIO, "bias": (Cout,)}, ...},
    "input": {"mean": (3,), "std": (3,)}}
 
+optionally with ``"grad_kernels": {"conv1_1": (3, 3, Cout, Cin), ...}`` added by
+``with_grad_kernels`` (a speed-up for input gradients; see ``conv3x3``).
+
 ``input`` holds the weights' own input normalisation, expressed on RGB in [0, 1]:
 the network consumes ``x = (rgb - mean) / std`` in RGB channel order. For the Caffe
 weights (trained on BGR, 0-255, minus the BGR mean [103.939, 116.779, 123.68]) this
@@ -139,32 +142,55 @@ def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DN)
 
 
+def grad_kernel(kernel: jax.Array) -> jax.Array:
+  """The kernel whose ``_conv`` is the input gradient of ``_conv(., kernel)``: spatially
+  flipped, in/out channels swapped, (3, 3, Cin, Cout) -> (3, 3, Cout, Cin)."""
+  return jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+
+
+def conv3x3(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array | None = None) -> jax.Array:
+  """``_conv`` whose input gradient is written as a plain conv with ``kernel_t =
+  grad_kernel(kernel)`` (the same numbers as JAX's own rule).
+
+  Inside a ``lax.scan``/``while`` body XLA:CPU otherwise leaves the transposed conv off its
+  fast conv path (~3x slower per evaluation, BENCHMARKS.md). Passing ``kernel_t``
+  precomputed (``with_grad_kernels``) also saves transposing every kernel on each call
+  (~10 % of a CPU evaluation); without it, it is computed here.
+  """
+  return _conv3x3(x, kernel, grad_kernel(kernel) if kernel_t is None else kernel_t)
+
+
 @jax.custom_vjp
-def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """``_conv`` whose input gradient is written as a plain conv with the flipped, transposed
-  kernel (the same numbers as JAX's own rule). Inside a ``lax.scan``/``while`` body XLA:CPU
-  otherwise leaves the transposed conv off its fast conv path (~3x slower per evaluation,
-  BENCHMARKS.md); with this form the loop body runs as fast as a lone jitted step."""
+def _conv3x3(x, kernel, kernel_t):
   return _conv(x, kernel)
 
 
-def _conv3x3_fwd(x, kernel):
-  return _conv(x, kernel), (x, kernel)
+def _conv3x3_fwd(x, kernel, kernel_t):
+  return _conv(x, kernel), (x, kernel, kernel_t)
 
 
 def _conv3x3_bwd(res, g):
-  x, kernel = res
-  dx = _conv(g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
+  x, kernel, kernel_t = res
+  dx = _conv(g, kernel_t)
   _, kernel_vjp = jax.vjp(lambda k: _conv(x, k), kernel)  # Dead code unless asked for.
-  return dx, kernel_vjp(g)[0]
+  return dx, kernel_vjp(g)[0], jnp.zeros_like(kernel_t)
 
 
-conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+_conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
+def with_grad_kernels(params: Mapping) -> dict:
+  """``params`` plus ``"grad_kernels": {conv name: grad_kernel(kernel)}``, which
+  ``features`` then uses for input gradients instead of transposing every kernel on every
+  call. Numerically identical; costs one more copy of the kernels in memory. The loss
+  problems in ``jnst.transfer`` do this once when they are built."""
+  return {**params, "grad_kernels": {n: grad_kernel(c["kernel"]) for n, c in params["conv"].items()}}
 
 
 class Conv3x3(nn.Module):
   """``nn.Conv(features, (3, 3), padding="SAME")`` with the same params ({"kernel": HWIO,
-  "bias"}), computed by ``conv3x3``."""
+  "bias"}), computed by ``conv3x3``; a ``grad_kernels`` collection entry "kernel", when
+  present, is used as its precomputed ``kernel_t``."""
   features: int
   dtype: jnp.dtype = jnp.float32
 
@@ -173,8 +199,11 @@ class Conv3x3(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (3, 3, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    kernel_t = (self.get_variable("grad_kernels", "kernel")
+                if self.has_variable("grad_kernels", "kernel") else None)
     x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
-    return conv3x3(x, kernel) + bias
+    kernel_t = None if kernel_t is None else kernel_t.astype(self.dtype)
+    return conv3x3(x, kernel, kernel_t) + bias
 
 
 class VGG(nn.Module):
@@ -242,7 +271,10 @@ def features(params: Mapping, x: jax.Array, layers: Sequence[str],
              pooling: str = "max", dtype=jnp.float32) -> dict[str, jax.Array]:
   """Activations of preprocessed NHWC input ``x``: {layer: (N, H', W', C) float32}."""
   model = VGG(tuple(layers), arch=arch_of(params), pooling=pooling, dtype=dtype)
-  return model.apply({"params": params["conv"]}, x)
+  variables = {"params": params["conv"]}
+  if "grad_kernels" in params:
+    variables["grad_kernels"] = {n: {"kernel": k} for n, k in params["grad_kernels"].items()}
+  return model.apply(variables, x)
 
 
 def extract(params: Mapping, images: jax.Array, layers: Sequence[str],

@@ -24,6 +24,22 @@ def test_gram(norm, div):
   np.testing.assert_allclose(got, ref, rtol=1e-5)
 
 
+def test_gram_vjp_with_unsymmetric_cotangent():
+  # The Gram's custom VJP assumes nothing of the cotangent: d<Ḡ, FᵀF>/dF = F (Ḡ + Ḡᵀ).
+  rng = np.random.default_rng(3)
+  f = rng.normal(size=(2, 3, 4, 5))
+  gbar = rng.normal(size=(2, 5, 5))
+  _, vjp = jax.vjp(losses.gram, jnp.asarray(f, jnp.float32))
+  (got,) = vjp(jnp.asarray(gbar, jnp.float32))
+  m = f.reshape(2, 12, 5)
+  ref = np.einsum("bmi,bij->bmj", m, gbar + gbar.transpose(0, 2, 1)).reshape(f.shape)
+  np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+  # Under vmap too (the seeds path batches it).
+  got_v = jax.vmap(lambda x, g: jax.vjp(losses.gram, x)[1](g)[0])(
+      jnp.asarray(f, jnp.float32), jnp.asarray(gbar, jnp.float32))
+  np.testing.assert_allclose(got_v, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_style_gradient_matches_paper_and_finite_differences():
   rng = np.random.default_rng(1)
   h, w, n = 4, 5, 3

@@ -96,3 +96,27 @@ def test_bfloat16_compute_is_close(random_params):
   b = vgg.extract(random_params, rgb, ["relu3_1"], dtype="bfloat16")["relu3_1"]
   assert b.dtype == np.float32
   assert rel_err(b, np.asarray(a, np.float64)) < 0.05
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_precomputed_grad_kernels_give_the_same_gradient(random_params, dtype):
+  prepared = vgg.with_grad_kernels(random_params)
+  assert set(prepared["grad_kernels"]) == set(random_params["conv"])
+  k = random_params["conv"]["conv2_1"]["kernel"]
+  assert prepared["grad_kernels"]["conv2_1"].shape == (3, 3, k.shape[3], k.shape[2])
+  x = vgg.preprocess(random_params, np.random.default_rng(0).uniform(size=(1, 16, 20, 3)))
+  x = np.asarray(x, np.float32)
+
+  def loss(p, x):
+    f = vgg.features(p, x, ["relu1_2", "relu3_1"], dtype=dtype)
+    return sum(np.float32(i + 1) * jax.numpy.sum(v ** 2) for i, v in enumerate(f.values()))
+
+  a = jax.grad(loss, argnums=1)(random_params, x)
+  b = jax.grad(loss, argnums=1)(prepared, x)
+  assert np.abs(np.asarray(a)).max() > 0
+  np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * np.abs(np.asarray(a)).max())
+  # A wrong grad kernel must show up in the gradient (the test can fail).
+  broken = {**prepared, "grad_kernels": {**prepared["grad_kernels"],
+                                         "conv1_1": 2 * prepared["grad_kernels"]["conv1_1"]}}
+  c = jax.grad(loss, argnums=1)(broken, x)
+  np.testing.assert_allclose(c, 2 * np.asarray(a), rtol=1e-4, atol=1e-6 * np.abs(np.asarray(a)).max())
