@@ -112,7 +112,8 @@ def test_quick_benchmark_runs(tmp_path, random_weights_file):
   assert record["machine"]["cpus"] >= 1
   got = {(r["framework"], r["size"], r["metric"]) for r in record["results"]}
   for fw in frameworks.split(","):
-    for metric in ("eval_ms", "eval_gflops", "lbfgs_s", "adam_loss", "seed_runs_per_s_adam"):
+    for metric in ("eval_ms", "eval_gflops", "eval_ms_loop", "eval_gflops_loop", "lbfgs_s",
+                   "adam_loss", "seed_runs_per_s_adam"):
       assert (fw, 32, metric) in got
   assert ("jax", 32, "lbfgs_s_scan") in got and ("jax", 32, "adam_s_step") in got
   assert "| eval_ms |" in (out / "benchmark.md").read_text()
