@@ -169,7 +169,11 @@ def make_step(loss_fn: Callable, cfg: OptConfig) -> Callable:
         evals=state.evals + jnp.where(running, n_evals, 0).astype(jnp.int32),
         status=jnp.where(running, new_status, state.status))
     go = running & (new_status == RUNNING)
-    new = jax.tree.map(lambda a, b: jnp.where(go, a, b), advanced, stopped)
+    # The optimiser state is not frozen: a stopped run's iterate never moves again, so it
+    # may drift freely, and selecting over L-BFGS's 2 x memory image-sized history every step
+    # cost 3-8 ms per step on CPU (BENCHMARKS.md).
+    new = jax.tree.map(lambda a, b: jnp.where(go, a, b), advanced._replace(opt=None),
+                       stopped._replace(opt=None))._replace(opt=opt_state)
     metrics = {"loss": loss.astype(jnp.float32), "terms": terms, "evals": new.evals,
                "status": new.status, "counted": running}
     return new, metrics
