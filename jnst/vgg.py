@@ -184,7 +184,8 @@ def with_grad_kernels(params: Mapping) -> dict:
   ``features`` then uses for input gradients instead of transposing every kernel on every
   call. Numerically identical; costs one more copy of the kernels in memory. The loss
   problems in ``jnst.transfer`` do this once when they are built."""
-  return {**params, "grad_kernels": {n: grad_kernel(c["kernel"]) for n, c in params["conv"].items()}}
+  kernels = {n: grad_kernel(c["kernel"]) for n, c in params["conv"].items()}
+  return {**params, "grad_kernels": kernels}
 
 
 class Conv3x3(nn.Module):

@@ -119,4 +119,5 @@ def test_precomputed_grad_kernels_give_the_same_gradient(random_params, dtype):
   broken = {**prepared, "grad_kernels": {**prepared["grad_kernels"],
                                          "conv1_1": 2 * prepared["grad_kernels"]["conv1_1"]}}
   c = jax.grad(loss, argnums=1)(broken, x)
-  np.testing.assert_allclose(c, 2 * np.asarray(a), rtol=1e-4, atol=1e-6 * np.abs(np.asarray(a)).max())
+  np.testing.assert_allclose(c, 2 * np.asarray(a), rtol=1e-4,
+                             atol=1e-6 * np.abs(np.asarray(a)).max())
