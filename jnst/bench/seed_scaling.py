@@ -1,4 +1,4 @@
-"""Seed scaling (issue 4): N noise seeds vmapped in one ``seeds.run_seeds`` call vs the same
+"""Seed scaling (issue 4): N noise seeds vmapped in one ``batched.run_seeds`` call vs the same
 N seeds run one by one, per image size; JAX only.
 
 Per (size, N), recorded as framework "jax":
@@ -7,7 +7,7 @@ Per (size, N), recorded as framework "jax":
   timed after a warm-up call of the same N (so nothing compiles in the timed call).
 * ``seeds{N}_vmapped_compile_s``: compile seconds of that warm-up call.
 * ``seeds{N}_sequential_images_per_s``: N / the summed wall seconds of single
-  ``optimize.run`` calls from seeds 0 … N-1 (``transfer.solve``'s path; one compile, warmed
+  ``optimize.run`` calls from seeds 0 … N-1 (``experiments.solve``'s path; one compile, warmed
   up). The single runs are timed once each for seeds 0 … max(N)-1, and each N sums the
   first N of them: the same N runs, measured once.
 * ``seeds{N}_speedup``: vmapped / sequential images per second.
@@ -21,14 +21,16 @@ Once per size: ``seeds_steps``, ``seeds_sequential_compile_s`` and
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import jax
 import numpy as np
 
-from jnst import optimize, seeds, transfer
+import jnst.batched as batched
+import jnst.optimize as optimize
 from jnst.bench import timing
+from jnst.bench.recorder import opt_config
+from jnst.experiments import Inputs, StylizeConfig
 
 
 def _device_stats() -> dict:
@@ -38,13 +40,13 @@ def _device_stats() -> dict:
   return jax.devices()[0].memory_stats() or {}
 
 
-def _sequential_seconds(problem: transfer.Problem, n: int, opt: optimize.OptConfig):
+def _sequential_seconds(problem, n: int, opt: optimize.OptConfig):
   """(compile s, [wall s of single runs from seeds 0 … n-1]) after one warm-up run."""
-  warm = optimize.run(problem.loss, problem.x0(jax.random.key(0)), problem.data, opt)
+  warm = optimize.run(problem.objective, problem.x0(jax.random.key(0)), problem.data, opt)
   jax.block_until_ready(warm.x)
   secs = []
   for s in range(n):
-    res = optimize.run(problem.loss, problem.x0(jax.random.key(s)), problem.data, opt)
+    res = optimize.run(problem.objective, problem.x0(jax.random.key(s)), problem.data, opt)
     jax.block_until_ready(res.x)
     secs.append(res.seconds["total"])
   return warm.seconds["compile"], secs
@@ -56,17 +58,15 @@ def seed_scaling(rec, params, content: np.ndarray, style: np.ndarray, size: int,
   """Records the seed-scaling metrics above for one image size.
 
   Args:
-    rec: a ``suite.Recorder``.
+    rec: a ``recorder.Recorder``.
     params: VGG-19 parameters.
     content, style: RGB in [0, 1], (H, W, 3), already at ``size`` (longer side, px).
     counts: numbers of seeds N, each run vmapped and sequentially.
     steps: optimiser steps per seed. optimizer: "lbfgs" or "adam" (the CLI's rates).
     scan_chunk: steps per compiled scan call (the run uses gcd(steps, scan_chunk)).
   """
-  from jnst.bench import suite  # suite imports this module.
-  scfg = dataclasses.replace(transfer.StylizeConfig(), init="noise")
-  problem = transfer.stylize_problem(params, content, [style], scfg)
-  opt = suite._opt_config(optimizer, steps, optimize.OptConfig().resolved_loop(), scan_chunk)
+  problem = StylizeConfig(init="noise").build(params, Inputs(content, (style,)))
+  opt = opt_config(optimizer, steps, optimize.OptConfig().loop, scan_chunk)
   counts = sorted(set(int(n) for n in counts))
   rec.add("jax", size, "seeds_steps", steps, "steps", f"{optimizer}, noise init")
   compile_s, seq = _sequential_seconds(problem, max(counts), opt)
@@ -76,9 +76,9 @@ def seed_scaling(rec, params, content: np.ndarray, style: np.ndarray, size: int,
           f"median single run of {len(seq)}; min {min(seq):.3g}, max {max(seq):.3g}")
   for n in counts:
     before = _device_stats()
-    warm = seeds.run_seeds(problem, list(range(n)), opt)
+    warm = batched.run_seeds(problem, list(range(n)), opt, members_per_batch=None)
     with timing.PeakRss() as mem:
-      res = seeds.run_seeds(problem, list(range(n)), opt)
+      res = batched.run_seeds(problem, list(range(n)), opt, members_per_batch=None)
     after = _device_stats()
     vmapped, sequential = res.images_per_second, n / sum(seq[:n])
     rec.add("jax", size, f"seeds{n}_vmapped_images_per_s", vmapped, "images/s",

@@ -11,9 +11,7 @@ calls after warm-up, with the device synced before the clock is read.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,13 +19,16 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jnst import io, optimize, transfer
+import jnst.images as images
+import jnst.optimize as optimize
+import jnst.records as records
 from jnst.bench import flops, seed_scaling, timing
+from jnst.bench.recorder import OPTIMIZERS, Recorder, opt_config
+from jnst.experiments import Inputs, StylizeConfig
 from jnst.errors import JnstError
 
 FRAMEWORKS = ("jax", "torch")
 LOOPS = ("step", "scan")
-OPTIMIZERS = {"lbfgs": 1.0, "adam": 10.0}  # optimizer -> learning rate (the CLI defaults)
 SEED_SCALING = ("off", "on", "only")
 
 
@@ -69,8 +70,8 @@ class BenchConfig:
     bad = [l for l in self.loops if l not in LOOPS]
     if bad:
       raise JnstError(f"unknown loop(s) {bad}: use --loops=step,scan")
-    if not self.sizes or min(self.sizes) < io.MIN_SIDE:
-      raise JnstError(f"--sizes must be at least {io.MIN_SIDE} pixels, got {list(self.sizes)}")
+    if not self.sizes or min(self.sizes) < images.MIN_SIDE:
+      raise JnstError(f"--sizes must be at least {images.MIN_SIDE} pixels, got {list(self.sizes)}")
     for name in ("steps", "repeats", "e2e_repeats", "num_seeds", "scan_chunk", "matmul_n"):
       if getattr(self, name) < 1:
         raise JnstError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -79,8 +80,8 @@ class BenchConfig:
     if self.seed_scaling not in SEED_SCALING:
       raise JnstError(f"unknown seed_scaling {self.seed_scaling!r}: use off, on or only")
     if self.seed_scaling != "off":
-      if not self.seed_sizes or min(self.seed_sizes) < io.MIN_SIDE:
-        raise JnstError(f"--seed_sizes must be at least {io.MIN_SIDE} pixels, got "
+      if not self.seed_sizes or min(self.seed_sizes) < images.MIN_SIDE:
+        raise JnstError(f"--seed_sizes must be at least {images.MIN_SIDE} pixels, got "
                         f"{list(self.seed_sizes)}")
       if not self.seed_counts or min(self.seed_counts) < 1 or self.seed_steps < 1:
         raise JnstError(f"--seed_counts and --seed_steps must be at least 1, got "
@@ -89,16 +90,12 @@ class BenchConfig:
 
 
 def machine_info(cfg: BenchConfig) -> dict:
-  """CPU, cores, GPU, versions and load: what the figures were measured on."""
-  import flax
-  import jaxlib
-  import optax
-  info = {"cpu": timing.cpu_model(), "cpus": timing.cpu_count(),
-          "load_average_1_5_15": list(os.getloadavg()),
-          "jax_backend": jax.default_backend(), "jax_devices": [str(d) for d in jax.devices()],
-          "python": sys.version.split()[0], "jax": jax.__version__,
-          "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__,
-          "xla_flags": os.environ.get("XLA_FLAGS", ""), "config": dataclasses.asdict(cfg)}
+  """CPU, cores, GPU, versions and load (``records.versions`` plus these): what the figures
+  were measured on."""
+  info = records.versions()
+  info.update(jax_backend=info.pop("backend"), jax_devices=info.pop("devices"),
+              load_average_1_5_15=list(os.getloadavg()),
+              xla_flags=os.environ.get("XLA_FLAGS", ""), config=dataclasses.asdict(cfg))
   if "torch" in cfg.frameworks:
     from jnst.bench import torch_ref
     t = torch_ref.torch()
@@ -108,23 +105,6 @@ def machine_info(cfg: BenchConfig) -> dict:
   return info
 
 
-class Recorder:
-  """Collects records and echoes each to ``log``."""
-
-  def __init__(self, log: Callable[[str], None] = print):
-    self.records: list[dict] = []
-    self.log = log
-
-  def add(self, framework: str, size: int, metric: str, value, unit: str = "", note: str = ""):
-    rec = {"framework": framework, "size": size, "metric": metric,
-           "value": None if value is None else float(value), "unit": unit}
-    if note:
-      rec["note"] = note
-    self.records.append(rec)
-    shown = "n/a" if value is None else f"{value:.4g}"
-    self.log(f"  {framework:5s} {size:4d} {metric:28s} {shown} {unit} {note}".rstrip())
-
-
 # ------------------------------------------------------------------ JAX side
 
 
@@ -132,28 +112,23 @@ def _jax_sync(tree):
   return jax.block_until_ready(tree)
 
 
-def _opt_config(optimizer: str, steps: int, loop: str, scan_chunk: int) -> optimize.OptConfig:
-  chunk = math.gcd(steps, scan_chunk) if loop == "scan" else steps
-  return optimize.OptConfig(optimizer=optimizer, steps=steps,
-                            learning_rate=OPTIMIZERS[optimizer], chunk=chunk, loop=loop).validate()
-
-
-def _jax_warm(problem: transfer.Problem, x0, cfg: optimize.OptConfig, batched: bool) -> float:
-  """Compiles (and runs once) exactly the functions ``optimize.run`` will call; seconds."""
+def _jax_warm(problem, x0, cfg: optimize.OptConfig, vmap: optimize.Vmap | None = None) -> float:
+  """Compiles (and runs once) exactly the programs ``optimize.drive`` will call; seconds."""
   t0 = time.perf_counter()
-  state = optimize.compiled_init(cfg, batched)(x0)
-  if cfg.resolved_loop() == "scan":
-    fn = optimize.compiled_chunk(problem.loss, cfg, min(cfg.chunk, cfg.steps), batched, None)
-  else:
-    fn = optimize.compiled_step(problem.loss, cfg, batched, None)
+  init, _ = optimize.CACHE.get("init", None, cfg, 0, vmap, x0)
+  state = init(x0)
+  scan = cfg.loop == "scan"
+  fn, _ = optimize.CACHE.get("chunk" if scan else "step", problem.objective, cfg,
+                             min(cfg.chunk, cfg.steps) if scan else 0, vmap, state, problem.data)
   state, _ = fn(state, problem.data)
-  _jax_sync(optimize.compiled_loss(problem.loss, batched, None)(state.x, problem.data))
+  loss, _ = optimize.CACHE.get("loss", problem.objective, None, 0, vmap, state.x, problem.data)
+  _jax_sync(loss(state.x, problem.data))
   return time.perf_counter() - t0
 
 
 def jax_eval(rec: Recorder, problem, size: int, cfg: BenchConfig, n_flops: int) -> None:
   """One loss + gradient evaluation, jitted alone: eval_ms, first_call_s, memory, GFLOP/s."""
-  f = jax.jit(jax.value_and_grad(problem.loss, has_aux=True))
+  f = jax.jit(jax.value_and_grad(problem.objective, has_aux=True))
   x0 = problem.init_x
   first, _ = timing.timed(lambda: _jax_sync(f(x0, problem.data)))
   with timing.PeakRss() as mem:
@@ -167,7 +142,7 @@ def jax_eval(rec: Recorder, problem, size: int, cfg: BenchConfig, n_flops: int) 
   # call (each x depends on the last gradient), so per-call costs (XLA:CPU maps and
   # page-faults a fresh scratch buffer on every call) are paid once per k.
   k = cfg.scan_chunk
-  vg = jax.value_and_grad(problem.loss, has_aux=True)
+  vg = jax.value_and_grad(problem.objective, has_aux=True)
   loop = jax.jit(lambda x, data: jax.lax.fori_loop(
       0, k, lambda _, x: x - 1e-12 * vg(x, data)[1], x))
   sec, _ = timing.median_seconds(lambda: _jax_sync(loop(x0, problem.data)), cfg.repeats, 1)
@@ -178,13 +153,14 @@ def jax_eval(rec: Recorder, problem, size: int, cfg: BenchConfig, n_flops: int) 
 def jax_end_to_end(rec: Recorder, problem, size: int, cfg: BenchConfig) -> dict:
   """L-BFGS and Adam, ``steps`` evaluations, per loop design; {optimizer: (s, history)}
   of the loop ``OptConfig(loop="auto")`` picks on this backend."""
-  out, auto = {}, optimize.OptConfig().resolved_loop()
+  out, auto = {}, optimize.OptConfig().loop
   x0 = problem.init_x
   for opt in OPTIMIZERS:
     for loop in cfg.loops:
-      ocfg = _opt_config(opt, cfg.steps, loop, cfg.scan_chunk)
-      warm = _jax_warm(problem, x0, ocfg, batched=False)
-      runs = [optimize.run(problem.loss, x0, problem.data, ocfg) for _ in range(cfg.e2e_repeats)]
+      ocfg = opt_config(opt, cfg.steps, loop, cfg.scan_chunk)
+      warm = _jax_warm(problem, x0, ocfg)
+      runs = [optimize.run(problem.objective, x0, problem.data, ocfg)
+              for _ in range(cfg.e2e_repeats)]
       sec = float(np.median([r.seconds["total"] for r in runs]))
       per_call = sec / cfg.steps * (min(ocfg.chunk, cfg.steps) if loop == "scan" else 1)
       rec.add("jax", size, f"{opt}_s_{loop}", sec, "s", f"{cfg.steps} evaluations")
@@ -198,13 +174,14 @@ def jax_end_to_end(rec: Recorder, problem, size: int, cfg: BenchConfig) -> dict:
 
 
 def jax_seeds(rec: Recorder, problem, size: int, cfg: BenchConfig, x0s) -> None:
-  """N seeds vmapped (``optimize.run(batched=True)``): seed runs per second."""
+  """N seeds vmapped (``optimize.drive`` over a batch of states): seed runs per second."""
+  vmap = optimize.Vmap(None)
   for opt in OPTIMIZERS:
-    ocfg = _opt_config(opt, cfg.steps, optimize.OptConfig().resolved_loop(), cfg.scan_chunk)
-    _jax_warm(problem, x0s, ocfg, batched=True)
+    ocfg = opt_config(opt, cfg.steps, optimize.OptConfig().loop, cfg.scan_chunk)
+    _jax_warm(problem, x0s, ocfg, vmap)
     with timing.PeakRss() as mem:
-      res = optimize.run(problem.loss, x0s, problem.data, ocfg, batched=True)
-    rec.add("jax", size, f"seed_runs_per_s_{opt}", cfg.num_seeds / res.seconds["total"], "runs/s",
+      out = optimize.drive(problem.objective, x0s, problem.data, ocfg, vmap=vmap)
+    rec.add("jax", size, f"seed_runs_per_s_{opt}", cfg.num_seeds / out.seconds["total"], "runs/s",
             f"{cfg.num_seeds} seeds vmapped, {cfg.steps} evaluations each")
     _memory(rec, "jax", size, mem, f"seeds_{opt}")
 
@@ -278,7 +255,7 @@ def torch_end_to_end(rec: Recorder, tp, size: int, cfg: BenchConfig) -> dict:
   loss, x0 = tp
   out = {}
   for opt in OPTIMIZERS:
-    ocfg = _opt_config(opt, cfg.steps, "step", cfg.scan_chunk)
+    ocfg = opt_config(opt, cfg.steps, "step", cfg.scan_chunk)
     runs = [torch_ref.run(loss, x0, ocfg) for _ in range(cfg.e2e_repeats)]
     sec = float(np.median([r.seconds for r in runs]))
     rec.add("torch", size, f"{opt}_s", sec, "s", f"{cfg.steps} evaluations")
@@ -294,14 +271,14 @@ def torch_seeds(rec: Recorder, tp, size: int, cfg: BenchConfig, x0s) -> None:
   dev = tp[1].device
   xs = torch_ref.to_nchw(np.asarray(x0s), dev)  # network-space (N, 3, H, W)
   for opt in OPTIMIZERS:
-    ocfg = _opt_config(opt, cfg.steps, "step", cfg.scan_chunk)
+    ocfg = opt_config(opt, cfg.steps, "step", cfg.scan_chunk)
     with timing.PeakRss() as mem:
       sec, _ = timing.timed(lambda: [torch_ref.run(loss, xs[i:i + 1], ocfg)
                                      for i in range(cfg.num_seeds)])
     rec.add("torch", size, f"seed_runs_per_s_{opt}", cfg.num_seeds / sec, "runs/s",
             f"{cfg.num_seeds} sequential runs")
     _memory(rec, "torch", size, mem, f"seeds_{opt}")
-  ocfg = _opt_config("adam", cfg.steps, "step", cfg.scan_chunk)
+  ocfg = opt_config("adam", cfg.steps, "step", cfg.scan_chunk)
   for _ in range(max(1, cfg.warmup)):  # oneDNN sets up per input shape.
     torch_ref.value_and_grad(loss, xs)
   res = torch_ref.run(loss, xs, ocfg)
@@ -331,7 +308,7 @@ def time_to_common_loss(rec: Recorder, size: int, runs: dict) -> None:
 
 def load_pair(content_path, style_path, size: int):
   """(content, style) RGB [0, 1], each with longer side ``size``."""
-  return io.load_image(content_path, size), io.load_image(style_path, size)
+  return images.load_image(content_path, size), images.load_image(style_path, size)
 
 
 def run(params, content_path, style_path, cfg: BenchConfig,
@@ -340,7 +317,7 @@ def run(params, content_path, style_path, cfg: BenchConfig,
   cfg = cfg.validate()
   if "torch" in cfg.frameworks:
     from jnst.bench import torch_ref
-    torch_ref.torch().set_num_threads(cfg.threads or timing.cpu_count())
+    torch_ref.torch().set_num_threads(cfg.threads or records.cpu_count())
   machine = machine_info(cfg)
   rec = Recorder(log)
   if cfg.seed_scaling != "only":
@@ -368,15 +345,16 @@ def _main_suite(rec: Recorder, params, content_path, style_path, cfg: BenchConfi
     gflops = timing.jax_matmul_peak_gflops(cfg.matmul_n)
     rec.add("jax", 0, "matmul_peak_gflops", gflops, "GFLOP/s",
             f"{cfg.matmul_n}^2 float32 matmul, default precision")
-  scfg = transfer.StylizeConfig()
+  scfg = StylizeConfig()
   sizes = list(cfg.sizes) + ([seed_size] if seed_size and seed_size not in cfg.sizes else [])
   shapes = {}
   for size in sizes:
     content, style = load_pair(content_path, style_path, size)
     h, w = content.shape[:2]
     shapes[size] = [h, w]
-    problem = transfer.stylize_problem(params, content, [style], scfg)
-    n_flops = flops.eval_flops(h, w, problem.loss.layers, scfg.style_layers)
+    problem = scfg.build(params, Inputs(content, (style,)))
+    n_flops = flops.eval_flops(h, w, problem.objective.layers,
+                               problem.backbone.default_style_layers)
     log(f"size {size} ({w}x{h}): {n_flops / 1e9:.2f} GFLOP per evaluation")
     tp = None
     if "torch" in cfg.frameworks:
@@ -394,8 +372,7 @@ def _main_suite(rec: Recorder, params, content_path, style_path, cfg: BenchConfi
         runs["torch"] = torch_end_to_end(rec, tp, size, cfg)
       time_to_common_loss(rec, size, runs)
     if size == seed_size:
-      noise = transfer.stylize_problem(params, content, [style],
-                                       dataclasses.replace(scfg, init="noise"))
+      noise = dataclasses.replace(scfg, init="noise").build(params, Inputs(content, (style,)))
       keys = jax.random.split(jax.random.key(0), cfg.num_seeds)
       x0s = jax.vmap(noise.x0)(keys)
       if "jax" in cfg.frameworks:
@@ -446,8 +423,8 @@ def markdown(machine: dict, records: list[dict]) -> str:
 def write(output_dir, machine: dict, records: list[dict]) -> tuple[Path, Path]:
   """benchmark.json and benchmark.md in ``output_dir``, each written atomically."""
   out = Path(output_dir)
-  js = io.save_json(out / "benchmark.json", {"machine": machine, "results": records})
+  js = records.save_json(out / "benchmark.json", {"machine": machine, "results": records})
   md = out / "benchmark.md"
-  with io.atomic_path(md) as tmp:
+  with records.atomic_path(md) as tmp:
     tmp.write_text(markdown(machine, records) + "\n")
   return js, md

@@ -7,7 +7,6 @@ or ``torch_ref.sync``); these helpers only read the clock.
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import threading
 import time
@@ -85,25 +84,6 @@ def jax_matmul_peak_gflops(n: int, repeats: int = 3) -> float:
   f = jax.jit(jnp.dot)
   sec, _ = median_seconds(lambda: f(a, b).block_until_ready(), repeats, warmup=1)
   return 2 * n**3 / sec / 1e9
-
-
-def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
-def cpu_count() -> int:
-  """CPUs this process may run on."""
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:
-    return os.cpu_count() or 1
 
 
 def first_index_at_most(history, target: float) -> int | None:

