@@ -1,8 +1,6 @@
 r"""Seed-diversity studies and sweeps: many noise seeds (or loss weights) in one vmapped,
 device-sharded run (jnst.study, jnst.batched).
 
-  python scripts/seed_study.py --experiment=reconstruct --num_seeds=2 \
-      --sweep=layer:relu1_1,relu2_1,relu3_1,relu4_1,relu5_1 --output_dir=out/rec_blocks
   python scripts/seed_study.py --experiment=stylize --num_seeds=8 --output_dir=out/stylize_seeds
   python scripts/seed_study.py --experiment=stylize --sweep=style_weight:1e1,1e2,1e3,1e4
 
@@ -38,7 +36,7 @@ _FIRST_SEED = flags.DEFINE_integer("first_seed", 0, "Seeds are first_seed ... "
                                    "first_seed + num_seeds - 1.", lower_bound=0)
 _PER_BATCH = flags.DEFINE_string("seeds_per_batch", "auto", "Members per vmapped batch: auto "
                                  "(cost model, jnst/batched.py), N (memory bound) or 0 (all).")
-flags.register_validator("seeds_per_batch", lambda v: v == "auto" or (v.isdigit()),
+flags.register_validator("seeds_per_batch", lambda v: v == "auto" or v.isdigit(),
                          "--seeds_per_batch must be auto or an integer >= 0")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/seed_study", "Output directory.")
 _SWEEP = flags.DEFINE_string("sweep", None, "FLAG:v1,v2,...; list items in a value join with '+'.")
@@ -69,13 +67,12 @@ def main(argv):
   loaded = [cli.load_inputs(v.inputs, experiment) for v in variants]  # Bad inputs fail here.
   records.ensure_writable(out_dir / "summary.json")
   params = cli.load_params(cfg)
-  per_batch = None if _PER_BATCH.value == "auto" else int(_PER_BATCH.value)
+  per_batch = "auto" if _PER_BATCH.value == "auto" else int(_PER_BATCH.value)
   what = f"{len(seeds)} seeds ({seeds[0]}...{seeds[-1]})" + (
       f" x {sweep.flag} in {','.join(sweep.values)} "
       f"({'vmapped' if sweep.batched else 'one after another'})" if sweep else "")
   print(f"seed study: {experiment}, {what} on {jax.device_count()} device(s)", flush=True)
-  res = study.run(variants, [i for i, _ in loaded], params, sweep, seeds,
-                  "auto" if per_batch is None else per_batch, cli.Printer())
+  res = study.run(variants, [i for i, _ in loaded], params, sweep, seeds, per_batch, cli.Printer())
   summary = study.summary(experiment, sweep, res, [i for i, _ in loaded], params,
                           len(seeds), _DIVERSITY_LAYERS.value)
   first, paths = loaded[0]

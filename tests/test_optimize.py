@@ -1,4 +1,5 @@
-"""jnst.optimize on small problems: descent, evaluation counts, compile-once, stop rules."""
+"""jnst.optimize on small problems: descent, evaluation counts, compile-once, the bounded
+compile cache, returned per-step metrics and progress reports, stop rules."""
 
 import dataclasses
 
@@ -81,14 +82,65 @@ def test_step_and_scan_loops_agree():
 @pytest.mark.parametrize("loop", ["step", "scan"])
 def test_compiled_once_for_two_runs_of_the_same_shape(loop):
   cfg = OptConfig(steps=6, chunk=3, loop=loop, lbfgs_memory=7)  # A config no other test uses.
-  a = optimize.run(Quadratic(), X0, quad_data(0), cfg)
-  b = optimize.run(Quadratic(), X0 + 1, quad_data(1), cfg)  # New values, same shapes.
-  fn = (optimize.compiled_step(Quadratic(), cfg, False, None) if loop == "step"
-        else optimize.compiled_chunk(Quadratic(), cfg, 3, False, None))
-  assert len([k for k in optimize._EXECUTABLES if k[0] is fn]) == 1
+  h = {"step": 3, "scan": 5}[loop]  # Shapes of its own (the final-loss program ignores cfg).
+  x0, data = jnp.zeros((h, 7, 3)), quad_data(0) | {"b": jnp.ones((h, 7, 3))}
+  before = optimize.CACHE.compiles
+  a = optimize.run(Quadratic(), x0, data, cfg)
+  first = optimize.CACHE.compiles - before
+  b = optimize.run(Quadratic(), x0 + 1, quad_data(1) | {"b": data["b"] * 2}, cfg)  # New values.
+  assert first == 3  # init, the step (or chunk of 3), the final loss.
+  assert optimize.CACHE.compiles - before == first
   assert a.seconds["compile"] > 0 and b.seconds["compile"] == 0
-  optimize.run(Quadratic(), jnp.zeros((2, 5, 3)), quad_data(0) | {"b": jnp.zeros((2, 5, 3))}, cfg)
-  assert len([k for k in optimize._EXECUTABLES if k[0] is fn]) == 2  # A new shape compiles.
+  optimize.run(Quadratic(), x0[1:], data | {"b": data["b"][1:]}, cfg)
+  assert optimize.CACHE.compiles - before == 2 * first  # A new shape compiles again.
+
+
+def test_compile_cache_is_bounded_over_many_shapes():
+  cache = optimize.CACHE
+  size, before = cache.maxsize, cache.compiles
+  cfg = OptConfig("adam", steps=2, chunk=2, learning_rate=0.1, lbfgs_memory=3)
+  try:
+    cache.resize(5)
+    for h in range(30, 50):  # 20 image shapes of its own, 3 programs each.
+      x0 = jnp.zeros((h, 5, 3), jnp.float32)
+      data = quad_data(0) | {"b": jnp.ones((h, 5, 3), jnp.float32)}
+      res = optimize.run(Quadratic(), x0, data, cfg)
+      assert len(cache) <= 5 and res.loss_history[-1] < res.loss_history[0]
+    assert cache.compiles - before == 60
+    # The most recent shape is still cached; an evicted one compiles again.
+    optimize.run(Quadratic(), x0, data, cfg)
+    assert cache.compiles - before == 60
+    optimize.run(Quadratic(), jnp.zeros((30, 5, 3)), quad_data(0) | {"b": jnp.ones((30, 5, 3))},
+                 cfg)
+    assert cache.compiles - before == 63
+  finally:
+    cache.resize(size)
+
+
+def test_per_step_metrics_and_reports_are_returned():
+  reports = []
+  cfg = OptConfig("adam", steps=6, chunk=2, learning_rate=0.1)
+  res = optimize.run(Quadratic(), X0, quad_data(), cfg, progress=reports.append,
+                     render=lambda x: np.asarray(x) * 0 + 0.5)
+  assert [r.step for r in reports] == [2, 4, 6]
+  assert all(r.total_steps == 6 and r.elapsed >= 0 for r in reports)
+  np.testing.assert_allclose(res.metrics["loss"], res.loss_history[:-1], rtol=1e-6)
+  np.testing.assert_array_equal(res.metrics["evals"], np.arange(1, 7))
+  np.testing.assert_allclose(res.metrics["terms"]["fit"], res.metrics["loss"], rtol=1e-6)
+  assert [float(r.loss) for r in reports] == [res.loss_history[i] for i in (1, 3, 5)]
+  assert [int(r.evals) for r in reports] == [2, 4, 6] and res.eval_history == list(range(1, 8))
+  assert res.terms == {"fit": pytest.approx(res.loss_history[-1], rel=1e-6)}
+  no_render = []
+  optimize.run(Quadratic(), X0, quad_data(), cfg, progress=no_render.append)
+  assert no_render[0].image() is None
+
+
+def test_report_image_renders_the_current_iterate():
+  seen = []
+  cfg = OptConfig("adam", steps=4, chunk=2, learning_rate=0.5)
+  optimize.run(Quadratic(), X0, quad_data(), cfg, progress=lambda r: seen.append(r.image()),
+               render=lambda x: np.asarray(x).copy())
+  assert seen[0].shape == X0.shape and not np.allclose(seen[0], seen[1])
 
 
 def test_no_recompile_logged_on_second_run(caplog):

@@ -90,20 +90,24 @@ def test_tv_loss():
   np.testing.assert_allclose(losses.tv_loss(x), ref, rtol=1e-5)
 
 
-def test_total_loss_weights_terms():
+@pytest.mark.parametrize("fn", [losses.content_layer_loss, losses.style_layer_loss])
+def test_unknown_variant_is_an_error(fn):
+  f = np.ones((2, 2, 3), np.float32)
+  with pytest.raises(ValueError, match="unknown loss variant 'paperr'"):
+    fn(f, np.ones((3, 3), np.float32) if fn is losses.style_layer_loss else f, "paperr")
+
+
+def test_terms_table_matches_the_layer_losses():
   rng = np.random.default_rng(5)
   feats = {"a": rng.normal(size=(1, 4, 4, 3)).astype(np.float32),
            "b": rng.normal(size=(1, 2, 2, 3)).astype(np.float32)}
-  x = rng.normal(size=(4, 4, 3)).astype(np.float32)
-  p = rng.normal(size=(4, 4, 3)).astype(np.float32)
-  a = np.eye(3, dtype=np.float32)
-  targets = {"content": {"a": p}, "style": {"a": a, "b": 2 * a}}
-  weights = {"content": 2.0, "style": 3.0, "tv": 0.5, "content_layers": {"a": 1.5},
-             "style_layers": {"a": 0.25, "b": 0.75}}
-  loss, terms = losses.total_loss(feats, x, targets, weights)
-  c = 2.0 * 1.5 * 0.5 * np.sum((feats["a"][0] - p) ** 2)
-  s = 3.0 * (0.25 * np_style_E(feats["a"][0].reshape(16, 3), a)
-             + 0.75 * np_style_E(feats["b"][0].reshape(4, 3), 2 * a))
-  t = 0.5 * float(losses.tv_loss(x))
-  np.testing.assert_allclose([terms["content"], terms["style"], terms["tv"]], [c, s, t], rtol=1e-4)
-  np.testing.assert_allclose(loss, c + s + t, rtol=1e-4)
+  image = rng.normal(size=(4, 4, 3)).astype(np.float32)
+  p, a = rng.normal(size=(4, 4, 3)).astype(np.float32), np.eye(3, dtype=np.float32)
+  c = losses.TERMS["content"](feats, image, {"a": p}, {"a": 1.5}, "paper")
+  s = losses.TERMS["style"](feats, image, {"a": a, "b": 2 * a}, {"a": 0.25, "b": 0.75}, "paper")
+  t = losses.TERMS["tv"](feats, image, None, {}, "paper")
+  np.testing.assert_allclose(c, 1.5 * 0.5 * np.sum((feats["a"][0] - p) ** 2), rtol=1e-5)
+  np.testing.assert_allclose(s, 0.25 * np_style_E(feats["a"][0].reshape(16, 3), a)
+                             + 0.75 * np_style_E(feats["b"][0].reshape(4, 3), 2 * a), rtol=1e-5)
+  np.testing.assert_allclose(t, np.sum(np.diff(image, axis=0) ** 2)
+                             + np.sum(np.diff(image, axis=1) ** 2), rtol=1e-5)
