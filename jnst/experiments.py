@@ -35,6 +35,12 @@ def _check_weights(**named: float) -> None:
       raise JnstError(f"{name} must be a finite number >= 0, got {w}")
 
 
+def _content(inputs) -> jax.Array:
+  if inputs.content is None:
+    raise JnstError("no content image given: pass one")
+  return objective.check_image(inputs.content, "content image")
+
+
 @dataclasses.dataclass(frozen=True)
 class Inputs:
   """The images an experiment reads: content, style image(s), an init image (or None)."""
@@ -96,11 +102,7 @@ class StylizeConfig(Common):
     return self
 
   def build(self, params, inputs: Inputs) -> objective.Problem:
-    self.validate()
-    bb = self.get_backbone()
-    if inputs.content is None:
-      raise JnstError("no content image given: pass one")
-    content = objective.check_image(inputs.content, "content image")
+    bb, content = self.validate().get_backbone(), _content(inputs)
     c_layers = bb.expand_layers(self.content_layers or bb.default_content_layers)
     s_layers = bb.expand_layers(self.style_layers or bb.default_style_layers)
     terms = {
@@ -134,11 +136,7 @@ class ReconstructConfig(Common):
     return self
 
   def build(self, params, inputs: Inputs) -> objective.Problem:
-    self.validate()
-    bb = self.get_backbone()
-    if inputs.content is None:
-      raise JnstError("no content image given: pass one")
-    content = objective.check_image(inputs.content, "content image")
+    bb, content = self.validate().get_backbone(), _content(inputs)
     (layer,) = bb.validate_layers([self.layer])
     terms = {"content": (1.0, {layer: jnp.float32(1.0)},
                          objective.content_target(bb, params, content, [layer]))}
@@ -162,8 +160,7 @@ class SynthesizeConfig(Common):
     return self
 
   def build(self, params, inputs: Inputs) -> objective.Problem:
-    self.validate()
-    bb = self.get_backbone()
+    bb = self.validate().get_backbone()
     if len(inputs.styles) != 1:
       raise JnstError(f"synthesize takes one style image, got {len(inputs.styles)}")
     style = objective.check_image(inputs.styles[0], "style image")
