@@ -70,12 +70,12 @@ def main(argv):
           if cfg.seed_scaling != "only" else "seed scaling only")
   print(f"benchmark: {content} + {style}, {what}, "
         f"{'random' if FLAGS.random_weights else 'real'} weights", flush=True)
-  machine, records = suite.run(params, content, style, cfg,
+  machine, results = suite.run(params, content, style, cfg,
                                log=lambda s: print(s, flush=True))
   machine.update(content=content, style=style,
                  weights="random" if FLAGS.random_weights else str(FLAGS.weights or "default"))
-  js, md = suite.write(out, machine, records)
-  print(suite.markdown(machine, records))
+  js, md = suite.write(out, machine, results)
+  print(suite.markdown(machine, results))
   print(f"wrote {js} and {md}")
 
 

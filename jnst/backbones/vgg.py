@@ -301,6 +301,9 @@ class VGG:
   def features(self, params: Mapping, x: jax.Array, layers: Sequence[str]) -> dict:
     """Activations of input-space NHWC ``x``: {layer: (N, H', W', C) float32}. ``params``
     plain or ``prepare``d."""
+    if set(params["conv"]) != set(self.arch.conv_names):
+      raise JnstError(f"these params hold {arch_of(params).name} convs, not {self.name}'s: pass "
+                      f"backbone='{arch_of(params).name}' (--backbone)")
     model = VGGNet(self.validate_layers(layers), self.arch, self.pooling, self.compute_dtype)
     variables = {"params": params["conv"]}
     if "grad_kernels" in params:

@@ -21,7 +21,7 @@ import numpy as np
 
 import jnst.images as images
 import jnst.optimize as optimize
-import jnst.records as records
+from jnst.records import atomic_path, cpu_count, save_json, versions
 from jnst.bench import flops, seed_scaling, timing
 from jnst.bench.recorder import OPTIMIZERS, Recorder, opt_config
 from jnst.experiments import Inputs, StylizeConfig
@@ -92,7 +92,7 @@ class BenchConfig:
 def machine_info(cfg: BenchConfig) -> dict:
   """CPU, cores, GPU, versions and load (``records.versions`` plus these): what the figures
   were measured on."""
-  info = records.versions()
+  info = versions()
   info.update(jax_backend=info.pop("backend"), jax_devices=info.pop("devices"),
               load_average_1_5_15=list(os.getloadavg()),
               xla_flags=os.environ.get("XLA_FLAGS", ""), config=dataclasses.asdict(cfg))
@@ -152,7 +152,7 @@ def jax_eval(rec: Recorder, problem, size: int, cfg: BenchConfig, n_flops: int) 
 
 def jax_end_to_end(rec: Recorder, problem, size: int, cfg: BenchConfig) -> dict:
   """L-BFGS and Adam, ``steps`` evaluations, per loop design; {optimizer: (s, history)}
-  of the loop ``OptConfig(loop="auto")`` picks on this backend."""
+  of the default loop (``OptConfig().loop``)."""
   out, auto = {}, optimize.OptConfig().loop
   x0 = problem.init_x
   for opt in OPTIMIZERS:
@@ -317,7 +317,7 @@ def run(params, content_path, style_path, cfg: BenchConfig,
   cfg = cfg.validate()
   if "torch" in cfg.frameworks:
     from jnst.bench import torch_ref
-    torch_ref.torch().set_num_threads(cfg.threads or records.cpu_count())
+    torch_ref.torch().set_num_threads(cfg.threads or cpu_count())
   machine = machine_info(cfg)
   rec = Recorder(log)
   if cfg.seed_scaling != "only":
@@ -423,8 +423,8 @@ def markdown(machine: dict, records: list[dict]) -> str:
 def write(output_dir, machine: dict, records: list[dict]) -> tuple[Path, Path]:
   """benchmark.json and benchmark.md in ``output_dir``, each written atomically."""
   out = Path(output_dir)
-  js = records.save_json(out / "benchmark.json", {"machine": machine, "results": records})
+  js = save_json(out / "benchmark.json", {"machine": machine, "results": records})
   md = out / "benchmark.md"
-  with records.atomic_path(md) as tmp:
+  with atomic_path(md) as tmp:
     tmp.write_text(markdown(machine, records) + "\n")
   return js, md
