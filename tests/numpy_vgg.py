@@ -1,4 +1,4 @@
-"""An independent float64 NumPy VGG forward pass, for comparing against jnst.vgg."""
+"""An independent float64 NumPy VGG forward pass, for comparing against jnst.backbones.vgg."""
 
 import numpy as np
 
@@ -21,7 +21,7 @@ def pool2x2(x, mode):
 
 
 def forward(params, rgb, pooling="max", convs_per_block=(2, 2, 4, 4, 4)):
-  """All layers of a VGG on RGB in [0, 1]; params as jnst.vgg's pytree. float64."""
+  """All layers of a VGG on RGB in [0, 1]; params as jnst.backbones.vgg's pytree. float64."""
   mean = np.asarray(params["input"]["mean"], np.float64)
   std = np.asarray(params["input"]["std"], np.float64)
   x = (np.asarray(rgb, np.float64) - mean) / std
