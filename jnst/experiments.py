@@ -35,6 +35,11 @@ def _check_weights(**named: float) -> None:
       raise JnstError(f"{name} must be a finite number >= 0, got {w}")
 
 
+def _or(layers, default):
+  """``layers``, or ``default`` where not given (an empty list is an error, not a default)."""
+  return default if layers is None else layers
+
+
 def _content(inputs) -> jax.Array:
   if inputs.content is None:
     raise JnstError("no content image given: pass one")
@@ -93,8 +98,8 @@ class StylizeConfig(Common):
 
   def validate(self) -> StylizeConfig:
     bb = super().validate().get_backbone()
-    bb.expand_layers(self.content_layers or bb.default_content_layers)
-    bb.expand_layers(self.style_layers or bb.default_style_layers)
+    bb.expand_layers(_or(self.content_layers, bb.default_content_layers))
+    bb.expand_layers(_or(self.style_layers, bb.default_style_layers))
     _check_weights(content_weight=self.content_weight, style_weight=self.style_weight,
                    tv_weight=self.tv_weight)
     if self.init not in INITS:
@@ -103,8 +108,8 @@ class StylizeConfig(Common):
 
   def build(self, params, inputs: Inputs) -> objective.Problem:
     bb, content = self.validate().get_backbone(), _content(inputs)
-    c_layers = bb.expand_layers(self.content_layers or bb.default_content_layers)
-    s_layers = bb.expand_layers(self.style_layers or bb.default_style_layers)
+    c_layers = bb.expand_layers(_or(self.content_layers, bb.default_content_layers))
+    s_layers = bb.expand_layers(_or(self.style_layers, bb.default_style_layers))
     terms = {
         "content": (self.content_weight, objective.layer_weights(
             c_layers, self.content_layer_weights, 1.0, "content"),
@@ -154,7 +159,7 @@ class SynthesizeConfig(Common):
 
   def validate(self) -> SynthesizeConfig:
     bb = super().validate().get_backbone()
-    bb.expand_layers(self.style_layers or bb.default_style_layers)
+    bb.expand_layers(_or(self.style_layers, bb.default_style_layers))
     if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
       raise JnstError(f"size must be (height, width) >= 1, got {self.size}")
     return self
@@ -164,7 +169,7 @@ class SynthesizeConfig(Common):
     if len(inputs.styles) != 1:
       raise JnstError(f"synthesize takes one style image, got {len(inputs.styles)}")
     style = objective.check_image(inputs.styles[0], "style image")
-    layers = bb.expand_layers(self.style_layers or bb.default_style_layers)
+    layers = bb.expand_layers(_or(self.style_layers, bb.default_style_layers))
     terms = {"style": (1.0, objective.layer_weights(layers, self.style_layer_weights,
                                                     1.0 / len(layers), "style"),
                        objective.style_target(bb, params, [style], layers))}

@@ -16,8 +16,8 @@ def main(argv):
   inputs, paths = cli.load_inputs(cli.input_spec(), "synthesize")
   params = cli.load_params(cfg)
   (style,), (style_path,) = inputs.styles, paths["style"]
-  layers = cfg.get_backbone().expand_layers(cfg.style_layers or
-                                            cfg.get_backbone().default_style_layers)
+  bb = cfg.get_backbone()
+  layers = bb.expand_layers(bb.default_style_layers if cfg.style_layers is None else cfg.style_layers)
   print(f"synthesizing the texture of {style_path} ({style.shape[1]}x{style.shape[0]}) from "
         f"{', '.join(layers)} (seed {cfg.seed})", flush=True)
   rgb, res = experiments.run(cfg, params, inputs, cli.Printer(out))

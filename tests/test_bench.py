@@ -21,14 +21,6 @@ from jnst.errors import JnstError
 
 REPO = Path(__file__).resolve().parent.parent
 
-# suite.write's parameter ``records`` (the list of results) shadows the module jnst.records
-# it calls (records.save_json, records.atomic_path): every call fails with this.
-WRITE_BUG = "'list' object has no attribute 'save_json'"
-WRITE_BUG_REASON = ("library bug: jnst.bench.suite.write's parameter `records` shadows the "
-                    "jnst.records module, so it raises AttributeError and scripts/benchmark.py "
-                    "writes no benchmark.json/benchmark.md")
-
-
 def test_flops_formula_by_hand():
   # relu1_1 at 8x8: conv1_1 3->64 only; Gram of 64 channels over 64 positions.
   conv = 2 * 9 * 3 * 64 * 64
@@ -199,7 +191,6 @@ def test_markdown():
   assert md.index("### machine-wide") < md.index("### size 32")
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=WRITE_BUG_REASON)
 def test_write(tmp_path):
   machine, recs = _example_report()
   js, md = suite.write(tmp_path / "out", machine, recs)
@@ -209,15 +200,6 @@ def test_write(tmp_path):
 
 
 # ---------------------------------------------------------------- the suite and the script
-
-# Known library bugs that stop scripts/benchmark.py; the script tests xfail on exactly these.
-SCRIPT_BUGS = {
-    "UnboundLocalError: cannot access local variable 'records'":
-        "library bug: scripts/benchmark.py's main() assigns `machine, records = suite.run(...)`, "
-        "so `records` is local there and its first line `records.ensure_writable(...)` raises "
-        "UnboundLocalError: every valid benchmark run crashes before measuring",
-    WRITE_BUG: WRITE_BUG_REASON,
-}
 
 # scripts/benchmark.py --quick's settings (jnst.cli.benchmark_config).
 QUICK = dict(sizes=(32,), steps=4, repeats=1, warmup=1, num_seeds=2, torch_compile=False,
@@ -288,8 +270,7 @@ def test_suite_seed_scaling(tmp_path):
 
 
 def _run_script(tmp_path, *flags, timeout):
-  """scripts/benchmark.py --quick on two random 24x32 images -> (benchmark.json, .md text);
-  xfails on the known library bugs above, and only on those."""
+  """scripts/benchmark.py --quick on two random 24x32 images -> (benchmark.json, .md text)."""
   content, style = _pair(tmp_path)
   out = tmp_path / "out"
   proc = subprocess.run(
@@ -297,9 +278,6 @@ def _run_script(tmp_path, *flags, timeout):
        f"--content={content}", f"--style={style}", f"--output_dir={out}", *flags],
       capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"),
       timeout=timeout)
-  for signature, reason in SCRIPT_BUGS.items():
-    if proc.returncode != 0 and signature in proc.stderr:
-      pytest.xfail(reason)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert [p for p in os.listdir(out) if ".tmp" in p] == []
   return json.loads((out / "benchmark.json").read_text()), (out / "benchmark.md").read_text()
