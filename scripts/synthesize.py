@@ -17,7 +17,7 @@ def main(argv):
   params = cli.load_params(cfg)
   (style,), (style_path,) = inputs.styles, paths["style"]
   bb = cfg.get_backbone()
-  layers = bb.expand_layers(bb.default_style_layers if cfg.style_layers is None else cfg.style_layers)
+  layers = bb.expand_layers(cfg.style_layers or bb.default_style_layers)  # validated: not empty
   print(f"synthesizing the texture of {style_path} ({style.shape[1]}x{style.shape[0]}) from "
         f"{', '.join(layers)} (seed {cfg.seed})", flush=True)
   rgb, res = experiments.run(cfg, params, inputs, cli.Printer(out))

@@ -166,6 +166,8 @@ def test_style_blend_is_weighted_gram_sum(random_params):
     (dict(style_weight=-1.0), "style_weight must be"),
     (dict(tv_weight=float("nan")), "tv_weight must be"),
     (dict(style_layers=("relu9_1",)), "unknown vgg19 layer"),
+    (dict(style_layers=()), "empty layer list"),
+    (dict(content_layers=()), "empty layer list"),
     (dict(style_layer_weights=(1.0,)), "1 style layer weights for 5 style layers"),
     (dict(init="sideways"), "unknown init"),
     (dict(init="photo.png"), "unknown init"),  # A path is init="image" plus Inputs.init.
