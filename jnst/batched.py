@@ -70,6 +70,8 @@ class BatchResult:
   x: (N, H, W, 3) final images in input space (NumPy); ``problem.rgb(x)`` gives RGB.
   loss_history, eval_history: per member, as ``optimize.RunResult``.
   evaluations, steps: (N,) ints. status: per member. terms: {term: (N,)} final weighted terms.
+  metrics: per step and member, {"loss": (steps, N), "evals": (steps, N), "terms": {term:
+  (steps, N)}} (NaN after a member's batch stopped; a member's own steps are ``steps[k]``).
   seconds: {"compile", "run", "total"}. batch_size: members per batch (padded, a multiple of
   the device count); num_batches; batch_choice: how batch_size was chosen. devices; sharding.
   """
@@ -82,6 +84,7 @@ class BatchResult:
   steps: np.ndarray
   status: list[str]
   terms: dict[str, np.ndarray]
+  metrics: dict
   seconds: dict[str, float]
   batch_size: int
   num_batches: int
@@ -260,15 +263,22 @@ def _run_members(problem, opt, seeds, values, term, members_per_batch, devices, 
         "eval_history": [h[1] for h in hists], "evaluations": evaluations[:n_real] + 1,
         "steps": np.array([h[2] for h in hists]),
         "status": [optimize.STATUS[int(s)] for s in status[:n_real]],
-        "terms": {k: np.asarray(v)[:n_real] for k, v in out.final_terms.items()}})
+        "terms": {k: np.asarray(v)[:n_real] for k, v in out.final_terms.items()},
+        "metrics": {"loss": out.metrics["loss"][:, :n_real], "evals": out.metrics["evals"][:, :n_real],
+                    "terms": {k: v[:, :n_real] for k, v in out.metrics["terms"].items()}}})
   total = time.perf_counter() - t0
   cat = lambda key: [v for p in parts for v in p[key]]
+  steps = max(len(p["metrics"]["loss"]) for p in parts)
+  pad = lambda a: np.concatenate([a, np.full((steps - len(a), *a.shape[1:]), np.nan)]) \
+      if len(a) < steps else a
+  metrics = jax.tree.map(lambda *a: np.concatenate([pad(np.asarray(x, np.float64)) for x in a], 1),
+                         *[p["metrics"] for p in parts])
   return BatchResult(
       seeds=list(seeds), values=None if values is None else list(values),
       x=np.concatenate([p["x"] for p in parts]), loss_history=cat("loss_history"),
       eval_history=cat("eval_history"),
       evaluations=np.concatenate([p["evaluations"] for p in parts]),
-      steps=np.concatenate([p["steps"] for p in parts]), status=cat("status"),
+      steps=np.concatenate([p["steps"] for p in parts]), status=cat("status"), metrics=metrics,
       terms={k: np.concatenate([p["terms"][k] for p in parts]) for k in parts[0]["terms"]},
       seconds={"compile": compile_s, "run": total - compile_s, "total": total},
       batch_size=size, num_batches=num_batches, batch_choice=choice,

@@ -268,6 +268,11 @@ def test_batch_histories_and_reports(random_params):
                           progress=capture(seen))
   assert len(res.loss_history) == 3 and all(len(h) == 5 for h in res.loss_history)
   assert res.eval_history == [[1, 2, 3, 4, 5]] * 3 and res.steps.tolist() == [4, 4, 4]
+  # Per-step metrics are returned, per member, across both batches.
+  assert res.metrics["loss"].shape == res.metrics["evals"].shape == (4, 3)
+  np.testing.assert_allclose(res.metrics["loss"].T, [h[:4] for h in res.loss_history], rtol=1e-6)
+  np.testing.assert_array_equal(res.metrics["evals"].T, [[1, 2, 3, 4]] * 3)
+  np.testing.assert_allclose(sum(res.metrics["terms"].values()), res.metrics["loss"], rtol=1e-5)
   assert [(r.step, r.batch, r.num_batches) for r, _ in seen] == [
       (2, 0, 2), (4, 0, 2), (2, 1, 2), (4, 1, 2)]
   final = problem.rgb(res.x)
