@@ -121,7 +121,8 @@ def working_set_bytes(problem: Problem, opt: optimize.OptConfig) -> int:
   h, w, _ = problem.shape
   images = 6 + (2 * opt.lbfgs_memory if opt.optimizer == "lbfgs" else 2)
   feats = jax.eval_shape(lambda x: problem.backbone.features(
-      problem.params, x, problem.backbone.layer_names), jax.ShapeDtypeStruct((1, h, w, 3), np.float32))
+      problem.params, x, problem.backbone.layer_names),
+      jax.ShapeDtypeStruct((1, h, w, 3), np.float32))
   return 4 * (images * h * w * 3 + 3 * sum(math.prod(f.shape) for f in feats.values()))
 
 
@@ -144,7 +145,8 @@ def auto_batch_size(problem: Problem, opt: optimize.OptConfig, n: int,
     return n, "auto: all (device memory not reported)"
   per_device = max(1, int(DEVICE_MEMORY_SHARE * min(limits) // working_set_bytes(problem, opt)))
   size = min(n, per_device * len(devices))
-  return size, f"auto: {size} (about {per_device} per device fit {DEVICE_MEMORY_SHARE:.0%} of memory)"
+  return size, (f"auto: {size} (about {per_device} per device fit {DEVICE_MEMORY_SHARE:.0%} "
+                f"of memory)")
 
 
 def batch_layout(n: int, members_per_batch: int | None, num_devices: int) -> tuple[int, int]:
@@ -264,8 +266,8 @@ def _run_members(problem, opt, seeds, values, term, members_per_batch, devices, 
         "steps": np.array([h[2] for h in hists]),
         "status": [optimize.STATUS[int(s)] for s in status[:n_real]],
         "terms": {k: np.asarray(v)[:n_real] for k, v in out.final_terms.items()},
-        "metrics": {"loss": out.metrics["loss"][:, :n_real], "evals": out.metrics["evals"][:, :n_real],
-                    "terms": {k: v[:, :n_real] for k, v in out.metrics["terms"].items()}}})
+        "metrics": jax.tree.map(lambda a: a[:, :n_real], {
+            k: out.metrics[k] for k in ("loss", "evals", "terms")})})
   total = time.perf_counter() - t0
   cat = lambda key: [v for p in parts for v in p[key]]
   steps = max(len(p["metrics"]["loss"]) for p in parts)

@@ -228,6 +228,26 @@ def load_params(cfg: experiments.Config):
   return cfg.get_backbone().load(FLAGS.weights)
 
 
+@dataclasses.dataclass
+class Job:
+  """What a single-run script needs: its output path, config, inputs (and their paths) and
+  the network params."""
+  out: Path
+  cfg: experiments.Config
+  inputs: experiments.Inputs
+  paths: dict
+  params: dict
+
+
+def job(experiment: str, default_output: str) -> Job:
+  """Checks the output path, builds ``experiment``'s config from the flags, loads its inputs
+  and the backbone's weights — in that order, so bad input fails before anything heavy."""
+  out = output_path(default_output)
+  cfg = CONFIGS[experiment]()
+  inputs, paths = load_inputs(input_spec(), experiment)
+  return Job(out, cfg, inputs, paths, load_params(cfg))
+
+
 # ------------------------------------------------------------------ progress and records
 
 

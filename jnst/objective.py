@@ -56,7 +56,8 @@ class Objective:
 
   def __call__(self, x: jax.Array, data) -> tuple[jax.Array, dict]:
     feats = self.backbone.features(data["params"], x[None], self.layers) if self.layers else {}
-    image = x * data["pixel_scale"] if any(t.name in losses.IMAGE_TERMS for t in self.terms) else None
+    uses_image = any(t.name in losses.IMAGE_TERMS for t in self.terms)
+    image = x * data["pixel_scale"] if uses_image else None
     scales = dict(self.backbone.term_scales)
     values = {}
     for t in self.terms:

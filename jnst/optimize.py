@@ -392,7 +392,8 @@ def run(loss_fn, x0: jax.Array, data, cfg: OptConfig, *, progress: Progress | No
 
   def on_chunk(step, state, host):
     if progress is not None:
-      progress(Report(step, cfg.steps, host["loss"][-1], {k: v[-1] for k, v in host["terms"].items()},
+      last = {k: v[-1] for k, v in host["terms"].items()}
+      progress(Report(step, cfg.steps, host["loss"][-1], last,
                       host["evals"][-1], time.perf_counter() - t0,
                       render=None if render is None else (lambda: render(state.x))))
 

@@ -15,12 +15,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  out = cli.output_path("reconstruct.png")
-  base = cli.reconstruct_config()
-  layers = base.get_backbone().block_layers if FLAGS.all_blocks else (base.layer,)
-  inputs, paths = cli.load_inputs(cli.input_spec(), "reconstruct")
-  params = cli.load_params(base)
-  content = inputs.content
+  j = cli.job("reconstruct", "reconstruct.png")
+  out, inputs, paths, params, content = j.out, j.inputs, j.paths, j.params, j.inputs.content
+  layers = j.cfg.get_backbone().block_layers if FLAGS.all_blocks else (j.cfg.layer,)
   for layer in layers:
     target = out.with_name(f"{out.stem}_{layer}{out.suffix}") if FLAGS.all_blocks else out
     cfg = cli.reconstruct_config(layer)

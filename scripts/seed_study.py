@@ -27,7 +27,7 @@ cli.define_reconstruct_flags()
 flags.FLAGS.set_default("init", "noise")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Multi-host: call "
                                  "jax.distributed.initialize() first (also JNST_DISTRIBUTED=1).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-host: process 0's host:port.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: process count.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's id.")
 _EXPERIMENT = flags.DEFINE_enum("experiment", "stylize", list(study.ALL), "The experiment.")

@@ -12,18 +12,16 @@ cli.define_stylize_flags()
 
 def main(argv):
   del argv
-  out = cli.output_path("stylized.png")
-  cfg = cli.stylize_config()
-  inputs, paths = cli.load_inputs(cli.input_spec(), "stylize")
-  params = cli.load_params(cfg)
-  content = inputs.content
-  print(f"stylizing {paths['content']} ({content.shape[1]}x{content.shape[0]}) with "
-        f"{', '.join(paths['style'])}: {cfg.opt.optimizer}, {cfg.opt.steps} steps", flush=True)
-  rgb, res = experiments.run(cfg, params, inputs, cli.Printer(out))
-  cli.write_outputs(out, rgb, cli.record(
-      res, cfg, inputs=paths, image_size={"content": list(content.shape[:2]),
-                                          "style": [list(s.shape[:2]) for s in inputs.styles],
-                                          "output": list(rgb.shape[:2])}))
+  j = cli.job("stylize", "stylized.png")
+  content = j.inputs.content
+  print(f"stylizing {j.paths['content']} ({content.shape[1]}x{content.shape[0]}) with "
+        f"{', '.join(j.paths['style'])}: {j.cfg.opt.optimizer}, {j.cfg.opt.steps} steps",
+        flush=True)
+  rgb, res = experiments.run(j.cfg, j.params, j.inputs, cli.Printer(j.out))
+  cli.write_outputs(j.out, rgb, cli.record(
+      res, j.cfg, inputs=j.paths, image_size={"content": list(content.shape[:2]),
+                                              "style": [list(s.shape[:2]) for s in j.inputs.styles],
+                                              "output": list(rgb.shape[:2])}))
 
 
 def run():

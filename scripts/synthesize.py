@@ -11,18 +11,14 @@ cli.define_style_flags()
 
 def main(argv):
   del argv
-  out = cli.output_path("texture.png")
-  cfg = cli.synthesize_config()
-  inputs, paths = cli.load_inputs(cli.input_spec(), "synthesize")
-  params = cli.load_params(cfg)
-  (style,), (style_path,) = inputs.styles, paths["style"]
-  bb = cfg.get_backbone()
-  layers = bb.expand_layers(cfg.style_layers or bb.default_style_layers)  # validated: not empty
+  j = cli.job("synthesize", "texture.png")
+  (style,), (style_path,), bb = j.inputs.styles, j.paths["style"], j.cfg.get_backbone()
+  layers = bb.expand_layers(j.cfg.style_layers or bb.default_style_layers)  # Validated: not empty.
   print(f"synthesizing the texture of {style_path} ({style.shape[1]}x{style.shape[0]}) from "
-        f"{', '.join(layers)} (seed {cfg.seed})", flush=True)
-  rgb, res = experiments.run(cfg, params, inputs, cli.Printer(out))
-  cli.write_outputs(out, rgb, cli.record(
-      res, cfg, inputs={"style": style_path},
+        f"{', '.join(layers)} (seed {j.cfg.seed})", flush=True)
+  rgb, res = experiments.run(j.cfg, j.params, j.inputs, cli.Printer(j.out))
+  cli.write_outputs(j.out, rgb, cli.record(
+      res, j.cfg, inputs={"style": style_path},
       image_size={"style": list(style.shape[:2]), "output": list(rgb.shape[:2])}))
 
 

@@ -74,3 +74,10 @@ def test_cycle_finder_finds_a_cycle():
 def test_scripts_are_thin(script):
   lines = (ROOT / "scripts" / script).read_text().splitlines()
   assert len(lines) <= 100, f"scripts/{script} has {len(lines)} lines: move logic into jnst/"
+
+
+def test_every_package_is_installed():
+  import tomllib
+  listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+  packages = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "jnst").rglob("__init__.py")}
+  assert packages <= listed, f"add {sorted(packages - listed)} to pyproject's packages"
