@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 import jnst
-from jnst.backbones import vgg
 
 
 @pytest.fixture(scope="module")

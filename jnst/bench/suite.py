@@ -21,7 +21,7 @@ import numpy as np
 
 import jnst.images as images
 import jnst.optimize as optimize
-from jnst.records import atomic_path, cpu_count, save_json, versions
+from jnst.records import cpu_count, save_json, save_text, versions
 from jnst.bench import flops, seed_scaling, timing
 from jnst.bench.recorder import OPTIMIZERS, Recorder, opt_config
 from jnst.experiments import Inputs, StylizeConfig
@@ -424,7 +424,4 @@ def write(output_dir, machine: dict, records: list[dict]) -> tuple[Path, Path]:
   """benchmark.json and benchmark.md in ``output_dir``, each written atomically."""
   out = Path(output_dir)
   js = save_json(out / "benchmark.json", {"machine": machine, "results": records})
-  md = out / "benchmark.md"
-  with atomic_path(md) as tmp:
-    tmp.write_text(markdown(machine, records) + "\n")
-  return js, md
+  return js, save_text(out / "benchmark.md", markdown(machine, records) + "\n")
