@@ -325,15 +325,9 @@ class ResNet:
 
   def init_random(self, key: jax.Array, scale: float = 1.0) -> dict:
     """Random folded params with the torchvision input convention, for tests and
-    benchmarks: He-normal kernels times ``scale`` (each block's conv3 times a further 0.2,
-    so activations grow slowly along the residual path), N(0, 0.1²) biases."""
-    keys = jax.random.split(key, 2 * len(CONV_NAMES))
-    conv = {}
-    for i, (name, shape) in enumerate(conv_specs().items()):
-      k = nn.initializers.he_normal()(keys[2 * i], shape) * scale
-      conv[name] = {"kernel": k * (0.2 if name.endswith("conv3") else 1.0),
-                    "bias": 0.1 * jax.random.normal(keys[2 * i + 1], shape[-1:])}
-    return {"conv": conv, "input": torch_input()}
+    benchmarks: kernels N(0, 2/fan_in) (He) times ``scale`` (each block's conv3 times a
+    further 0.2, so activations grow slowly along the residual path), biases N(0, 0.1²)."""
+    return {"conv": _random_convs(key, scale), "input": torch_input()}
 
   # -------------------------------------------------------------- files
 
@@ -345,6 +339,17 @@ class ResNet:
                       f"have with scripts/fetch_weights.py --backbone={self.name} "
                       f"--torch_pth=... or --keras_h5=..., then pass --weights=PATH")
     return load_params(path, dtype, expect=self.name)
+
+
+def _random_convs(key: jax.Array, scale: float) -> dict:
+  """NumPy draws (seeded by ``key``'s bits; fast where 53 jax.random calls compile slowly)."""
+  rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+  conv = {}
+  for name, shape in conv_specs().items():
+    std = scale * np.sqrt(2.0 / np.prod(shape[:3])) * (0.2 if name.endswith("conv3") else 1.0)
+    conv[name] = {"kernel": jnp.asarray(rng.normal(0.0, std, shape), jnp.float32),
+                  "bias": jnp.asarray(rng.normal(0.0, 0.1, shape[-1:]), jnp.float32)}
+  return conv
 
 
 RESNET50 = ResNet("resnet50")
