@@ -265,3 +265,18 @@ def test_stylize_script_with_resnet(random_resnet_file, tmp_path):
   assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
   assert p.stderr.strip().startswith("error:") and len(p.stderr.strip().splitlines()) == 1
   assert not (tmp_path / "bad.png").exists()
+
+
+def test_fetch_weights_script_converts_resnet(torch_pth, torch_v15, tmp_path):
+  out = tmp_path / "r50.h5"
+  p = run_script("fetch_weights", "--backbone=resnet50", f"--torch_pth={torch_pth}",
+                 f"--output={out}")
+  assert p.returncode == 0, p.stderr
+  params = resnet.RESNET50.load(out)
+  x = np.random.default_rng(8).normal(size=(1, 16, 16, 3)).astype(np.float32)
+  got = resnet.RESNET50.features(params, x, ["layer1.0"])["layer1.0"]
+  assert rel_err(got, torch_resnet.run(torch_v15, x)["layer1.0"]) < 1e-5
+  p = run_script("fetch_weights", "--backbone=resnet50_v1", f"--torch_pth={torch_pth}",
+                 f"--output={tmp_path/'v1.h5'}")
+  assert p.returncode == 2 and "pass --backbone=resnet50" in p.stderr, p.stderr
+  assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "v1.h5").exists()

@@ -561,14 +561,20 @@ def default_path(name: str = "resnet50") -> Path:
 
 
 def fetch_and_convert(dst=None, *, keras_h5=None, torch_pth=None, storage_dtype="float32",
-                      log: Log = stderr_log) -> Path:
+                      name: str | None = None, log: Log = stderr_log) -> Path:
   """Our ResNet-50 file from a local torchvision state dict (-> ``resnet50``) or Keras
-  notop file (-> ``resnet50_v1``); default ``dst``: ``default_path`` of that variant."""
+  notop file (-> ``resnet50_v1``); default ``dst``: ``default_path`` of that variant.
+  ``name``, if given, is the variant the caller asked for; the other source is refused."""
   params_file.check_storage_dtype(storage_dtype)
   if bool(keras_h5) == bool(torch_pth):
     raise JnstError("ResNet-50 weights cannot be downloaded here (weights/README.md): give "
                     "exactly one of --torch_pth (torchvision resnet50) or --keras_h5 (Keras "
                     "ResNet-50 notop)")
+  made = "resnet50" if torch_pth else "resnet50_v1"
+  if name is not None and name != made:
+    raise JnstError(f"{'a torchvision' if torch_pth else 'a Keras'} ResNet-50 file makes "
+                    f"{made} weights (module docstring: v1.5 vs v1), not {name}: pass "
+                    f"--backbone={made}")
   t0 = time.perf_counter()
   if torch_pth:
     out = convert_torch_pth(torch_pth, dst or default_path("resnet50"), storage_dtype, log)
