@@ -13,13 +13,16 @@ import h5py
 import jax
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-import jnst.backbones as backbones
-from jnst.backbones import resnet, vgg
-from jnst.errors import JnstError
-from tests import torch_resnet
+torch = pytest.importorskip("torch")  # The reference; CI installs the CPU build (.ci/run).
+
+import jnst.backbones as backbones  # noqa: E402
+from jnst.backbones import resnet, vgg  # noqa: E402
+from jnst.bench import torch_ref  # noqa: E402
+from jnst.errors import JnstError  # noqa: E402
+from jnst.experiments import Inputs, StylizeConfig  # noqa: E402
+from tests import torch_resnet  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 ALL = resnet.LAYER_NAMES
@@ -162,6 +165,33 @@ def test_bfloat16_close_to_float32():
   bf16 = resnet.RESNET50.with_options(compute_dtype="bfloat16").extract(params, rgb, ["layer2.3"])
   assert bf16["layer2.3"].dtype == np.float32
   assert rel_err(bf16["layer2.3"], np.asarray(f32, np.float64)) < 0.1
+
+
+@pytest.mark.parametrize("name,pooling", [("resnet50", "max"), ("resnet50_v1", "avg")])
+def test_bench_torch_reference_matches(name, pooling):
+  """jnst.bench.torch_ref's ResNet-50 (the benchmark's reference): features at every layer,
+  and the stylize loss and gradient, equal jnst's."""
+  params = resnet.RESNET50.init_random(jax.random.key(5))
+  rng = np.random.default_rng(9)
+  content = rng.uniform(size=(40, 36, 3)).astype(np.float32)
+  style = rng.uniform(size=(32, 32, 3)).astype(np.float32)
+  bb = backbones.get(name, pooling=pooling)
+  x = np.asarray(bb.preprocess(params, content))[None]
+  ref = torch_ref.TorchResNet(params, bb.stride_in_1x1).features(torch_ref.to_nchw(x), ALL,
+                                                                  pooling)
+  got = bb.features(params, x, ALL)
+  for layer in ALL:
+    assert rel_err(got[layer], torch_ref.to_nhwc(ref[layer]).astype(np.float64)) < 1e-5, layer
+  cfg = StylizeConfig(backbone=name, pooling=pooling, tv_weight=1e-3,
+                      content_layers=("layer1.2",), style_layers=("relu", "layer2.0"))
+  problem = cfg.build(params, Inputs(content, (style,)))
+  xj = problem.init_x + 0.3 * jax.random.normal(jax.random.key(2), problem.init_x.shape)
+  (loss, _), grad = jax.value_and_grad(problem.objective, has_aux=True)(xj, problem.data)
+  tl, _ = torch_ref.stylize_problem(params, content, [style], cfg)
+  t_loss, t_grad = torch_ref.value_and_grad(tl, torch_ref.to_nchw(np.asarray(xj)))
+  np.testing.assert_allclose(float(t_loss), float(loss), rtol=1e-4)
+  np.testing.assert_allclose(torch_ref.to_nhwc(t_grad)[0], np.asarray(grad), rtol=1e-4,
+                             atol=1e-4 * float(np.abs(grad).max()))
 
 
 # ---------------------------------------------------------------------------- names
