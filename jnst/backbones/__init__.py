@@ -1,7 +1,7 @@
 """Backbones: the networks whose features define the losses, found by name.
 
-A backbone is a frozen (hashable) dataclass in a module of its family (``vgg.py``; more come
-with their issues) with:
+A backbone is a frozen (hashable) dataclass in a module of its family (``vgg.py``,
+``resnet.py``; more come with their issues) with:
 
   name, describe()                      its name and options, for records
   with_options(pooling=, compute_dtype=)  a copy with other options (validated)
