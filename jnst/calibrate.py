@@ -12,6 +12,7 @@ content/style ratio at both ends. Pure computation on arrays; no file I/O.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 import jnst.losses as losses
@@ -19,15 +20,17 @@ import jnst.objective as objective
 
 
 def raw_terms(backbone, params, content, style, variant: str = "paper") -> dict[str, float]:
-  """{"content": content term of ``style`` vs ``content``, "style": style term of ``content``
-  vs ``style``}, unscaled, on ``backbone``'s default layers (content w_l = 1, style 1/n).
-  Images: RGB [0, 1], (H, W, 3)."""
+  """{"content": content term of ``style`` (resized to the content's shape, as
+  ``init="style"`` does) vs ``content``, "style": style term of ``content`` vs ``style``},
+  unscaled, on ``backbone``'s default layers (content w_l = 1, style 1/n). Images: RGB
+  [0, 1], (H, W, 3), any sizes."""
   c_layers = backbone.expand_layers(backbone.default_content_layers)
   s_layers = backbone.expand_layers(backbone.default_style_layers)
   content, style = objective.check_image(content, "content"), objective.check_image(style, "style")
   p = objective.content_target(backbone, params, content, c_layers)
   a = objective.style_target(backbone, params, [style], s_layers)
-  f_style = backbone.extract(params, style[None], c_layers)
+  style_x = jnp.clip(jax.image.resize(style, content.shape, "lanczos3"), 0.0, 1.0)
+  f_style = backbone.extract(params, style_x[None], c_layers)
   f_content = backbone.extract(params, content[None], s_layers)
   cw = {l: jnp.float32(1.0) for l in c_layers}
   sw = {l: jnp.float32(1.0 / len(s_layers)) for l in s_layers}

@@ -15,7 +15,7 @@ from jnst.backbones import resnet, vgg
 def test_scaled_terms_match_reference(random_params):
   rng = np.random.default_rng(0)
   content = rng.uniform(size=(32, 40, 3)).astype(np.float32)
-  style = rng.uniform(size=(32, 40, 3)).astype(np.float32) ** 2
+  style = rng.uniform(size=(24, 30, 3)).astype(np.float32) ** 2  # Another shape.
   r_params = resnet.RESNET50.init_random(jax.random.key(3))
   scales = calibrate.term_scales(vgg.VGG19, random_params, resnet.RESNET50, r_params, content,
                                  style)
