@@ -203,7 +203,8 @@ def test_default_gram_target_is_unchanged(random_params, pair):
 @pytest.mark.parametrize("kind", ["wasserstein", "mean_std"])
 def test_stylize_with_each_loss_and_masks(random_params, pair, kind):
   c, s = pair
-  cfg = experiments.StylizeConfig(style_loss=kind, style_layers=("relu1_1", "relu2_1"),
+  cfg = experiments.StylizeConfig(style_loss=kind, style_layers=("relu1_1",),
+                                  content_layers=("relu1_1",),
                                   opt=optimize.OptConfig(steps=2, chunk=2))
   loss, terms, g = loss_and_grad(cfg.build(random_params, experiments.Inputs(c, (s,))))
   assert np.isfinite(loss) and terms["style"] > 0 and np.isfinite(g).all() and np.abs(g).max() > 0
@@ -217,8 +218,9 @@ def test_stylize_with_each_loss_and_masks(random_params, pair, kind):
                                                     style_masks=(two_colour(20, 20, 12),)))
   l2 = loss_and_grad(two)[0]
   assert np.isfinite(l2) and abs(l2 - loss) > 1e-3 * loss
-  rgb, res = experiments.solve(two, cfg.opt)
-  assert rgb.shape == c.shape and np.isfinite(res.loss_history).all()
+  if kind == "mean_std":  # One masked run end to end (the compile dominates; once is enough).
+    rgb, res = experiments.solve(two, cfg.opt)
+    assert rgb.shape == c.shape and np.isfinite(res.loss_history).all()
 
 
 def test_masked_gram_all_ones_equals_plain_stylize(random_params, pair):
