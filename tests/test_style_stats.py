@@ -46,6 +46,18 @@ def test_sqrtm_ns_backward_solves_the_lyapunov_equation():
   np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-7, atol=1e-9)
 
 
+def test_trace_sqrtm_ns_value_and_gradient():
+  a = 3.0 * spd(16, 50.0, 5)
+  vals, vecs = np.linalg.eigh(a)
+  with jax.enable_x64(True):
+    v, g = jax.value_and_grad(style_stats.trace_sqrtm_ns)(jnp.asarray(a))
+    g_general = jax.grad(lambda x: jnp.trace(style_stats.sqrtm_ns(x)))(jnp.asarray(a))
+  np.testing.assert_allclose(float(v), np.sum(np.sqrt(vals)), rtol=1e-10)
+  ref = 0.5 * (vecs / np.sqrt(vals)) @ vecs.T  # d tr A^½ / dA = ½ A^-½.
+  np.testing.assert_allclose(np.asarray(g), ref, rtol=1e-8, atol=1e-10)
+  np.testing.assert_allclose(np.asarray(g_general), ref, rtol=1e-8, atol=1e-10)
+
+
 def np_w2(f, s):
   """Reference W₂² · unit in float64 from the target's own statistics."""
   f = f.reshape(-1, f.shape[-1])
