@@ -311,3 +311,14 @@ def test_color_transfer_histogram_recolours_the_style_target(random_params, pair
   orig = dataclasses.replace(cfg, color_transfer="original").build(
       random_params, experiments.Inputs(c, (warm,)))
   assert orig.colors_from is not None and p.colors_from is None
+
+
+def test_notebook_stylize_takes_masks(random_params, pair):
+  import jnst
+  c, s = pair
+  img, rec = jnst.stylize(c, [s, s[::-1]], params=random_params, steps=2,
+                          content_mask=two_colour(24, 32, 10),
+                          style_masks=[np.full((20, 20, 3), (255, 0, 0), np.uint8),
+                                       np.full((20, 20, 3), (0, 0, 255), np.uint8)],
+                          style_layers=("relu1_1",), content_layers=("relu1_1",))
+  assert img.shape == c.shape and rec["config"]["style_loss"] == "gram"
