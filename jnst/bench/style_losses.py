@@ -125,7 +125,8 @@ def main(argv=None) -> dict:
       labels.append(f"{k} (Gram dist {dist[k]:.3g})")
     res["gram_style_distance_of_result"] = dist
     out = Path(args.output_dir)
-    images.save_image(out / "side_by_side.png", plots.contact_sheet(cells, labels, columns=5))
+    images.save_image(out / "side_by_side.png", plots.contact_sheet(
+        cells, labels, columns=5, cell=max(content.shape[:2])))
   print(json.dumps(res, indent=1))
   return res
 
