@@ -104,8 +104,8 @@ class StylizeConfig(Common):
   Layer weights: per content/style layer (default 1 and 1/n). original_colors: keep the
   content's colours (luminance transfer applied to the result). style_loss: gram (the paper),
   wasserstein or mean_std (``jnst.style_stats``). color_transfer: none; original (the same as
-  original_colors); histogram (each style image recoloured to the content's colour mean and
-  covariance before its statistics are taken, ``colour.match_colors``). Region masks come
+  original_colors); histogram (each style image recoloured to the content's colour
+  distribution before its statistics are taken, ``colour.match_colors``). Region masks come
   with the inputs (``Inputs.content_mask``, ``Inputs.style_masks``)."""
   content_layers: tuple[str, ...] | None = None
   style_layers: tuple[str, ...] | None = None
