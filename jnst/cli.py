@@ -121,8 +121,8 @@ def define_stylize_flags():
           "--color_transfer=original).")
   _define("enum", "color_transfer", "none", ["none", "original", "histogram"], "Colour: none; "
           "original (keep the content's colours: luminance transfer on the result); histogram "
-          "(recolour the style image(s) to the content's colour distribution first: mean/covariance, "
-          "then per-channel histograms).")
+          "(recolour the style image(s) to the content's colour distribution first: "
+          "mean/covariance, then per-channel histograms).")
   _define("string", "content_mask", None, "Guided style transfer: a colour-coded mask of the "
           "content image (its size; one flat colour per region; PNG).")
   _define("list", "style_mask", None, "Guided style transfer: one colour-coded mask per --style "

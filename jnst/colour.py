@@ -46,7 +46,8 @@ def match_moments(source, target) -> np.ndarray:
   flat = src.reshape(-1, 3)
   mu_s, mu_t = flat.mean(0), tgt.mean(0)
   eps = 1e-5 * np.eye(3)
-  a = _sym_pow(np.cov(tgt.T, bias=True) + eps, 0.5) @ _sym_pow(np.cov(flat.T, bias=True) + eps, -0.5)
+  a = (_sym_pow(np.cov(tgt.T, bias=True) + eps, 0.5)
+       @ _sym_pow(np.cov(flat.T, bias=True) + eps, -0.5))
   return ((flat - mu_s) @ a.T + mu_t).reshape(src.shape)
 
 

@@ -58,7 +58,7 @@ KINDS = ("gram", "wasserstein", "mean_std")
 UNITS = {"gram": 1.0, "wasserstein": 0.2, "mean_std": 0.4}  # gram: unused (no unit).
 # Covariance / variance regularisation, relative to the style's mean variance.
 EPS = 1e-3
-# Newton–Schulz iterations of ``sqrtm_ns`` (forward and backward); accuracy: tests/test_style_stats.py.
+# Newton–Schulz iterations (``sqrtm_ns``, ``trace_sqrtm_ns``); accuracy: BENCHMARKS.md.
 NS_ITERS = 20
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -195,7 +195,8 @@ def moments(f: jax.Array, masks: jax.Array | None, full_cov: bool = True):
   mean = _mm(w, fm) / area[:, None]
   centred = fm[None] - mean[:, None, :]
   if not full_cov:
-    return mean, jnp.einsum("rm,rmc->rc", w, jnp.square(centred), precision=_HIGHEST) / area[:, None]
+    var = jnp.einsum("rm,rmc->rc", w, jnp.square(centred), precision=_HIGHEST)
+    return mean, var / area[:, None]
   return mean, losses._gram(jnp.sqrt(w)[..., None] * centred) / area[:, None, None]
 
 

@@ -104,10 +104,9 @@ def test_mean_std_matches_reference():
   t = style_stats.from_features(f, "mean_std")
   f2, g2 = f.reshape(-1, 8), g.reshape(-1, 8)
   eps = 1e-3 * f2.var(0).mean()
-  ref = (np.sum((g2.mean(0) - f2.mean(0)) ** 2) + np.sum(
-      (np.sqrt(g2.var(0) + eps) - np.sqrt(f2.var(0) + eps)) ** 2)) * 0.4 * np.mean(
-          np.sum(f2 ** 2, 1)) / 8**2 * 1.0
-  ref = ref * style_stats.UNITS["mean_std"] / 0.4
+  unit = style_stats.UNITS["mean_std"] * np.mean(np.sum(f2**2, 1)) / 8**2  # UNITS · tr Ŝ / N².
+  ref = unit * (np.sum((g2.mean(0) - f2.mean(0)) ** 2) + np.sum(
+      (np.sqrt(g2.var(0) + eps) - np.sqrt(f2.var(0) + eps)) ** 2))
   np.testing.assert_allclose(float(t.loss(jnp.asarray(g, jnp.float32), "paper")), ref, rtol=1e-4)
   # The "mean" variant is 4/N² times the paper one, as for the Gram loss.
   np.testing.assert_allclose(float(t.loss(jnp.asarray(g, jnp.float32), "mean")),
