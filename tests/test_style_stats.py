@@ -323,3 +323,15 @@ def test_notebook_stylize_takes_masks(random_params, pair):
                                        np.full((20, 20, 3), (0, 0, 255), np.uint8)],
                           style_layers=("relu1_1",), content_layers=("relu1_1",))
   assert img.shape == c.shape and rec["config"]["style_loss"] == "gram"
+
+
+def test_seeds_batch_with_masked_wasserstein_targets(random_params, pair):
+  from jnst import batched
+  c, s = pair
+  cfg = experiments.StylizeConfig(style_loss="wasserstein", init="noise", style_layers=("relu1_1",),
+                                  content_layers=("relu1_1",), opt=optimize.OptConfig(steps=2, chunk=2))
+  problem = cfg.build(random_params, experiments.Inputs(
+      c, (s,), content_mask=two_colour(24, 32, 10), style_masks=(two_colour(20, 20, 12),)))
+  res = batched.run_seeds(problem, [0, 1], cfg.opt, members_per_batch=2)
+  single = experiments.solve(problem, cfg.opt, seed=1)[1]
+  np.testing.assert_allclose(res.loss_history[1], single.loss_history, rtol=1e-3)
