@@ -22,6 +22,7 @@ import numpy as np
 
 import jnst.backbones as backbones
 import jnst.losses as losses
+import jnst.matting as matting
 import jnst.objective as objective
 import jnst.optimize as optimize
 from jnst.errors import JnstError
@@ -84,7 +85,11 @@ class StylizeConfig(Common):
   init: "content", "noise" (seeded), "style" (the first style image resized to the output),
   "image" (``Inputs.init``). style_blend_weights: one per style image (normalised to sum 1).
   Layer weights: per content/style layer (default 1 and 1/n). original_colors: keep the
-  content's colours (luminance transfer applied to the result)."""
+  content's colours (luminance transfer applied to the result).
+  matting_weight: λ of Luan et al.'s photorealism term λ Σ_c V_cᵀ L V_c (``jnst.matting``; V
+  the output in RGB [0, 1], L the content's matting Laplacian; 0 = off, the term is not built).
+  guided_filter_radius: > 0 filters the result with the content as guide (He et al.'s guided
+  filter, ε = guided_filter_eps on [0, 1]); 0 = off."""
   content_layers: tuple[str, ...] | None = None
   style_layers: tuple[str, ...] | None = None
   content_weight: float = 1.0
@@ -95,13 +100,22 @@ class StylizeConfig(Common):
   style_blend_weights: tuple[float, ...] | None = None
   init: str = "content"
   original_colors: bool = False
+  matting_weight: float = 0.0
+  guided_filter_radius: int = 0
+  guided_filter_eps: float = matting.GUIDED_EPS
 
   def validate(self) -> StylizeConfig:
     bb = super().validate().get_backbone()
     bb.expand_layers(_or(self.content_layers, bb.default_content_layers))
     bb.expand_layers(_or(self.style_layers, bb.default_style_layers))
     _check_weights(content_weight=self.content_weight, style_weight=self.style_weight,
-                   tv_weight=self.tv_weight)
+                   tv_weight=self.tv_weight, matting_weight=self.matting_weight)
+    if not isinstance(self.guided_filter_radius, int) or self.guided_filter_radius < 0:
+      raise JnstError(f"guided_filter_radius must be an integer >= 0, got "
+                      f"{self.guided_filter_radius!r}")
+    if not np.isfinite(self.guided_filter_eps) or self.guided_filter_eps <= 0:
+      raise JnstError(f"guided_filter_eps must be a finite number > 0, got "
+                      f"{self.guided_filter_eps}")
     if self.init not in INITS:
       raise JnstError(f"unknown init {self.init!r}: use content, noise, style or an image file")
     return self
@@ -118,6 +132,8 @@ class StylizeConfig(Common):
             s_layers, self.style_layer_weights, 1.0 / len(s_layers), "style"),
             objective.style_target(bb, params, inputs.styles, s_layers, self.style_blend_weights)),
         "tv": (self.tv_weight, {}, None)}
+    if self.matting_weight > 0:
+      terms["matting"] = (self.matting_weight, {}, objective.matting_target(content))
     obj, data = objective.build(bb, params, terms, self.variant)
     init = {"content": content, "noise": None, "style": inputs.styles[0],
             "image": inputs.init}[self.init]
@@ -127,8 +143,11 @@ class StylizeConfig(Common):
       init = jax.image.resize(objective.check_image(init, f"{self.init} image"), content.shape,
                               "lanczos3")
     init_x = None if init is None else bb.preprocess(params, jnp.clip(init, 0, 1))
+    post = None
+    if self.guided_filter_radius:
+      post = matting.post_filter(content, self.guided_filter_radius, self.guided_filter_eps)
     return objective.Problem(obj, data, params, init_x, tuple(content.shape),
-                             np.asarray(content) if self.original_colors else None)
+                             np.asarray(content) if self.original_colors else None, post)
 
 
 @dataclasses.dataclass(frozen=True)

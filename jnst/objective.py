@@ -31,6 +31,7 @@ import numpy as np
 
 import jnst.colour as colour
 import jnst.losses as losses
+import jnst.matting as matting
 from jnst.errors import JnstError
 
 
@@ -83,6 +84,7 @@ class Problem:
   init_x: jax.Array | None
   shape: tuple[int, int, int]
   colors_from: np.ndarray | None = None
+  post: Any = None  # RGB (..., H, W, 3) -> RGB, applied last by ``rgb`` (e.g. a guided filter).
 
   @property
   def backbone(self):
@@ -99,7 +101,8 @@ class Problem:
     """Input-space image(s) (..., H, W, 3) -> RGB in [0, 1] as NumPy: clipped, with
     original colours applied when asked for. The same for a single run and a batch."""
     rgb = np.clip(np.asarray(self.backbone.deprocess(self.params, x)), 0.0, 1.0)
-    return rgb if self.colors_from is None else colour.original_colors(self.colors_from, rgb)
+    rgb = rgb if self.colors_from is None else colour.original_colors(self.colors_from, rgb)
+    return rgb if self.post is None else self.post(rgb)
 
 
 # ---------------------------------------------------------------- building
@@ -149,6 +152,12 @@ def style_target(backbone, params, styles: Sequence, layers: Sequence[str],
     for l in layers:
       out[l] = out[l] + (b / total) * losses.gram(feats[l][0])
   return out
+
+
+def matting_target(content, eps: float = matting.EPS) -> dict:
+  """The content image's matting Laplacian, matrix-free (``matting.target``): window means
+  and inverse regularised covariances, for the "matting" term."""
+  return matting.target(check_image(content, "content image"), eps)
 
 
 def build(backbone, params, terms: Mapping[str, tuple[float, Mapping, Any]],
