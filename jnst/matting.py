@@ -34,6 +34,18 @@ per-evaluation work is centred (v_j − v̄_k, I_j − μ_k), never E[Iv] − μ
 Constants: L 1 = 0 (a constant per channel is in the null space), so V may carry any per-channel
 offset: the term in ``jnst.losses`` uses the backbone's image in RGB 0-255 steps divided by 255,
 which is ``backbone.deprocess(x)`` minus its mean, i.e. the same energy.
+
+Units of λ (``--matting_weight``): it multiplies Σ_c V_cᵀ L V_c with V in RGB [0, 1] whatever
+the backbone's input space (the optimised image x lives there; V = deprocess(x), so for the
+Caffe VGG, V = (x + mean) / 255 and ∂/∂x = (2λ/255) L V). With the paper normalisation
+(``variant="paper"``) the content term and this one are both sums over pixels, so λ/α does
+not change with the image size (the Gram style term does not grow with it). Luan et al.'s code
+(neural-style normalisation = our ``variant="mean"``, α = 5, β = 100 per style layer, their
+gradient λ L V / 256 with V = x/256) is, in our units, ``--variant=mean --content_weight=5
+--style_weight=500 --matting_weight=5e3`` (λ/2; β × 5 because our w_l = 1/5). With our default
+paper units (α = 1, β = 1e3), the same content-to-matting balance is λ ≈ 4000 · H·W (H·W the
+pixel count: relu4_2 has 8 H·W entries and their α is on the mean), about 2e8 at 256×192;
+``PHOTOREAL_WEIGHT`` is the λ chosen by measurement (BENCHMARKS.md "Photorealism").
 """
 
 from __future__ import annotations
