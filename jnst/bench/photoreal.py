@@ -22,6 +22,7 @@ import jnst.experiments as experiments
 import jnst.images as images
 import jnst.matting as matting
 import jnst.optimize as optimize
+import jnst.plots as plots
 import jnst.records as records
 from jnst.bench import timing
 
@@ -57,6 +58,22 @@ def quality(params, content, style, weights, cfg: experiments.StylizeConfig, out
   return rows
 
 
+def figure(content, style, out_dir, weights, guided_radius: int = 2) -> Path:
+  """grid.jpg in ``out_dir``: content, style, the output of each λ (read back from its PNG)
+  and the last one guided-filtered with the content (radius ``guided_radius``)."""
+  out_dir = Path(out_dir)
+  outs = [images.load_image(out_dir / f"matting_weight_{w:g}.png", max(content.shape))
+          for w in weights]
+  cells = [content, style, *outs,
+           matting.post_filter(content, guided_radius)(outs[-1])]
+  labels = ["content", "style", *[f"lambda={w:g}" if w else "plain Gatys" for w in weights],
+            f"lambda={weights[-1]:g} + guided r={guided_radius}"]
+  path = out_dir / "grid.jpg"
+  images.save_image(path, plots.contact_sheet(cells, labels, columns=len(cells),
+                                              cell=max(content.shape)))
+  return path
+
+
 def eval_cost(params, content, style, cfg: experiments.StylizeConfig, repeats: int = 5) -> dict:
   """Median seconds of one value-and-gradient evaluation: the whole objective with the
   matting term, and the matting term alone (both compiled)."""
@@ -88,8 +105,9 @@ def main(argv):
          "steps": F.steps, "content_weight": F.content_weight, "style_weight": F.style_weight,
          "eps": matting.EPS, "versions": records.versions()}
   if not F.timing_only:
-    rec["quality"] = quality(params, content, style, [float(w) for w in F.matting_weights],
-                             cfg, out)
+    weights = [float(w) for w in F.matting_weights]
+    rec["quality"] = quality(params, content, style, weights, cfg, out)
+    figure(content, style, out, weights)
   rec["cost"] = eval_cost(params, content, style, cfg, F.repeats)
   print(rec["cost"], flush=True)
   records.save_json(out / "photoreal.json", rec)
