@@ -58,7 +58,7 @@ from jnst.errors import JnstError
 
 EPS = 1e-7  # Luan et al.'s ε, for an image in [0, 1].
 RADIUS = 1  # Window radius: 3×3 windows, as Levin's and Luan's code.
-PHOTOREAL_WEIGHT = 1e4  # λ of --photoreal (BENCHMARKS.md "Photorealism"; our loss units).
+PHOTOREAL_WEIGHT = 1e9  # λ of --photoreal: measured at 256 px, α = 1, β = 1e3 (BENCHMARKS.md).
 GUIDED_EPS = 1e-3  # The guided filter's default ε (an image in [0, 1]).
 
 _HIGHEST = jax.lax.Precision.HIGHEST
