@@ -155,8 +155,9 @@ def style_target(backbone, params, styles: Sequence, layers: Sequence[str],
 
 
 def matting_target(content, eps: float = matting.EPS) -> dict:
-  """The content image's matting Laplacian, matrix-free (``matting.target``): window means
-  and inverse regularised covariances, for the "matting" term."""
+  """The content image's matting Laplacian, matrix-free (``matting.target``): its window
+  means and inverse regularised covariances, folded into a whitened form, for the "matting"
+  term. Depends only on the content; built once per problem."""
   return matting.target(check_image(content, "content image"), eps)
 
 
