@@ -19,6 +19,7 @@ import jnst.demo as demo
 import jnst.experiments as experiments
 import jnst.images as images
 import jnst.masks as masks
+import jnst.matting as matting
 import jnst.optimize as optimize
 import jnst.records as records
 from jnst.errors import JnstError
@@ -127,6 +128,28 @@ def define_stylize_flags():
           "content image (its size; one flat colour per region; PNG).")
   _define("list", "style_mask", None, "Guided style transfer: one colour-coded mask per --style "
           "image; each content-mask colour takes its style from the same colour here.")
+  define_photoreal_flags()
+
+
+def define_photoreal_flags():
+  """Photorealism (Luan et al. 2017; jnst/matting.py, BENCHMARKS.md "Photorealism")."""
+  _define("bool", "photoreal", False, f"Photorealistic transfer: the matting Laplacian term "
+          f"with λ = {matting.PHOTOREAL_WEIGHT:g} (unless --matting_weight is given).")
+  _define("float", "matting_weight", 0.0, "λ, the weight of the matting Laplacian term "
+          "Σ_c V_cᵀ L V_c (V the output in RGB [0, 1], L the content's; 0: off).",
+          check=_finite_nonneg, message="must be a finite number >= 0")
+  _define("integer", "guided_filter_radius", 0, "Guided-filter the result with the content "
+          "as guide, window radius in px (0: off).", lower_bound=0)
+  _define("float", "guided_filter_eps", matting.GUIDED_EPS, "The guided filter's ε (on [0, 1] "
+          "images; larger smooths more).", check=lambda v: math.isfinite(v) and v > 0,
+          message="must be a finite number > 0")
+
+
+def matting_weight() -> float:
+  """--matting_weight if given, else λ of --photoreal, else 0."""
+  if FLAGS["matting_weight"].present or not FLAGS.photoreal:
+    return FLAGS.matting_weight
+  return matting.PHOTOREAL_WEIGHT
 
 
 def define_reconstruct_flags():
@@ -173,7 +196,9 @@ def stylize_config() -> experiments.StylizeConfig:
       style_layer_weights=_floats("style_layer_weights"),
       style_blend_weights=_floats("style_blend_weights"), init=init,
       original_colors=FLAGS.original_colors, style_loss=FLAGS.style_loss,
-      color_transfer=FLAGS.color_transfer).validate()
+      color_transfer=FLAGS.color_transfer, matting_weight=matting_weight(),
+      guided_filter_radius=FLAGS.guided_filter_radius,
+      guided_filter_eps=FLAGS.guided_filter_eps).validate()
 
 
 def reconstruct_config(layer: str | None = None) -> experiments.ReconstructConfig:

@@ -24,6 +24,7 @@ import jnst.backbones as backbones
 import jnst.colour as colour
 import jnst.losses as losses
 import jnst.masks as masks_
+import jnst.matting as matting
 import jnst.objective as objective
 import jnst.optimize as optimize
 import jnst.style_stats as style_stats
@@ -106,7 +107,11 @@ class StylizeConfig(Common):
   wasserstein or mean_std (``jnst.style_stats``). color_transfer: none; original (the same as
   original_colors); histogram (each style image recoloured to the content's colour
   distribution before its statistics are taken, ``colour.match_colors``). Region masks come
-  with the inputs (``Inputs.content_mask``, ``Inputs.style_masks``)."""
+  with the inputs (``Inputs.content_mask``, ``Inputs.style_masks``).
+  matting_weight: λ of Luan et al.'s photorealism term λ Σ_c V_cᵀ L V_c (``jnst.matting``; V
+  the output in RGB [0, 1], L the content's matting Laplacian; 0 = off, the term is not built).
+  guided_filter_radius: > 0 filters the result with the content as guide (He et al.'s guided
+  filter, ε = guided_filter_eps on [0, 1]); 0 = off."""
   content_layers: tuple[str, ...] | None = None
   style_layers: tuple[str, ...] | None = None
   content_weight: float = 1.0
@@ -119,6 +124,9 @@ class StylizeConfig(Common):
   original_colors: bool = False
   style_loss: str = "gram"
   color_transfer: str = "none"
+  matting_weight: float = 0.0
+  guided_filter_radius: int = 0
+  guided_filter_eps: float = matting.GUIDED_EPS
 
   @property
   def colors(self) -> str:
@@ -130,7 +138,13 @@ class StylizeConfig(Common):
     bb.expand_layers(_or(self.content_layers, bb.default_content_layers))
     bb.expand_layers(_or(self.style_layers, bb.default_style_layers))
     _check_weights(content_weight=self.content_weight, style_weight=self.style_weight,
-                   tv_weight=self.tv_weight)
+                   tv_weight=self.tv_weight, matting_weight=self.matting_weight)
+    if not isinstance(self.guided_filter_radius, int) or self.guided_filter_radius < 0:
+      raise JnstError(f"guided_filter_radius must be an integer >= 0, got "
+                      f"{self.guided_filter_radius!r}")
+    if not np.isfinite(self.guided_filter_eps) or self.guided_filter_eps <= 0:
+      raise JnstError(f"guided_filter_eps must be a finite number > 0, got "
+                      f"{self.guided_filter_eps}")
     if self.init not in INITS:
       raise JnstError(f"unknown init {self.init!r}: use content, noise, style or an image file")
     style_stats.check_kind(self.style_loss)
@@ -160,6 +174,8 @@ class StylizeConfig(Common):
             objective.style_target(bb, params, styles, s_layers, self.style_blend_weights,
                                    self.style_loss, regions, tuple(content.shape))),
         "tv": (self.tv_weight, {}, None)}
+    if self.matting_weight > 0:
+      terms["matting"] = (self.matting_weight, {}, objective.matting_target(content))
     obj, data = objective.build(bb, params, terms, self.variant)
     init = {"content": content, "noise": None, "style": styles[0] if styles else None,
             "image": inputs.init}[self.init]
@@ -169,8 +185,11 @@ class StylizeConfig(Common):
       init = jax.image.resize(objective.check_image(init, f"{self.init} image"), content.shape,
                               "lanczos3")
     init_x = None if init is None else bb.preprocess(params, jnp.clip(init, 0, 1))
+    post = None
+    if self.guided_filter_radius:
+      post = matting.post_filter(content, self.guided_filter_radius, self.guided_filter_eps)
     return objective.Problem(obj, data, params, init_x, tuple(content.shape),
-                             np.asarray(content) if self.colors == "original" else None)
+                             np.asarray(content) if self.colors == "original" else None, post)
 
 
 @dataclasses.dataclass(frozen=True)

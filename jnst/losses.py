@@ -30,6 +30,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
+import jnst.matting as matting_lib
 from jnst.errors import JnstError
 
 VARIANTS = ("paper", "mean")
@@ -130,6 +131,14 @@ def tv(feats: Mapping, image, target, layer_weights: Mapping, variant: str):
   return tv_loss(image)
 
 
-TERMS = {"content": content, "style": style, "tv": tv}
+def matting(feats: Mapping, image, target, layer_weights: Mapping, variant: str):
+  """Luan et al.'s photorealism regulariser Σ_c V_cᵀ L V_c (``jnst.matting``), V the image in
+  RGB [0, 1] (the 0-255 steps / 255: ``deprocess`` up to a constant per channel, which L
+  ignores); ``target`` from ``matting.target`` (the content's matting Laplacian)."""
+  del feats, layer_weights, variant
+  return matting_lib.energy(target, image / 255.0)
+
+
+TERMS = {"content": content, "style": style, "tv": tv, "matting": matting}
 # Terms that read the image rather than (only) features.
-IMAGE_TERMS = frozenset({"tv"})
+IMAGE_TERMS = frozenset({"tv", "matting"})

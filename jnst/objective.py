@@ -32,6 +32,7 @@ import numpy as np
 import jnst.colour as colour
 import jnst.losses as losses
 import jnst.style_stats as style_stats
+import jnst.matting as matting
 from jnst.errors import JnstError
 
 
@@ -84,6 +85,7 @@ class Problem:
   init_x: jax.Array | None
   shape: tuple[int, int, int]
   colors_from: np.ndarray | None = None
+  post: Any = None  # RGB (..., H, W, 3) -> RGB, applied last by ``rgb`` (e.g. a guided filter).
 
   @property
   def backbone(self):
@@ -100,7 +102,8 @@ class Problem:
     """Input-space image(s) (..., H, W, 3) -> RGB in [0, 1] as NumPy: clipped, with
     original colours applied when asked for. The same for a single run and a batch."""
     rgb = np.clip(np.asarray(self.backbone.deprocess(self.params, x)), 0.0, 1.0)
-    return rgb if self.colors_from is None else colour.original_colors(self.colors_from, rgb)
+    rgb = rgb if self.colors_from is None else colour.original_colors(self.colors_from, rgb)
+    return rgb if self.post is None else self.post(rgb)
 
 
 # ---------------------------------------------------------------- building
@@ -159,6 +162,13 @@ def style_target(backbone, params, styles: Sequence, layers: Sequence[str],
     for l in layers:
       out[l] = out[l] + (b / total) * losses.gram(feats[l][0])
   return out
+
+
+def matting_target(content, eps: float = matting.EPS) -> dict:
+  """The content image's matting Laplacian, matrix-free (``matting.target``): its window
+  means and inverse regularised covariances, folded into a whitened form, for the "matting"
+  term. Depends only on the content; built once per problem."""
+  return matting.target(check_image(content, "content image"), eps)
 
 
 def build(backbone, params, terms: Mapping[str, tuple[float, Mapping, Any]],

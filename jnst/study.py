@@ -28,7 +28,8 @@ from jnst.errors import JnstError
 
 ALL = ("reconstruct", "synthesize", "stylize")
 # Loss-weight flags -> the term whose weight they set (vmapped, stylize only).
-BATCHED = {"content_weight": "content", "style_weight": "style", "tv_weight": "tv"}
+BATCHED = {"content_weight": "content", "style_weight": "style", "tv_weight": "tv",
+           "matting_weight": "matting"}
 
 
 def _layers(v: str):
@@ -73,6 +74,7 @@ SEQUENTIAL = {
     "size": Option("inputs", "size", ALL, _number(int, positive=True)),
     "style_scale": Option("inputs", "style_scale", ("synthesize", "stylize"),
                           _number(float, positive=True)),
+    "guided_filter_radius": Option("cfg", "guided_filter_radius", ("stylize",), _number(int)),
 }
 
 
@@ -188,7 +190,11 @@ def run(variants_: Sequence[Variant], inputs: Sequence[experiments.Inputs], para
     label = "" if var.value is None else f"{sweep.flag}={var.value} "
     prog = None if progress is None else (lambda r, i=i, label=label: progress(
         dataclasses.replace(r, run=i, num_runs=len(variants_), label=label)))
-    problem = var.cfg.build(params, inp)
+    cfg = var.cfg
+    if sweep is not None and sweep.batched:  # Build with a weight > 0 so the term exists
+      top = max(float(x) for x in sweep.values) or 1.0  # (matting); the sweep sets it.
+      cfg = dataclasses.replace(cfg, **{sweep.flag: top})
+    problem = cfg.build(params, inp)
     if sweep is not None and sweep.batched:
       res = batched.run_sweep(problem, BATCHED[sweep.flag], [float(x) for x in sweep.values],
                               var.cfg.opt, seeds, members_per_batch=members_per_batch,

@@ -51,8 +51,8 @@ def test_parse_sweep():
   assert s.values == ("relu1_1", "relu2_1") and not s.batched
   assert study.parse_sweep("style_layers:relu1_1,relu1_1+relu2_1", "synthesize").values == (
       "relu1_1", "relu1_1+relu2_1")
-  assert set(study.BATCHED) == {"content_weight", "style_weight", "tv_weight"}
-  assert set(study.BATCHED.values()) == {"content", "style", "tv"}
+  assert set(study.BATCHED) == {"content_weight", "style_weight", "tv_weight", "matting_weight"}
+  assert set(study.BATCHED.values()) == {"content", "style", "tv", "matting"}
   assert not set(study.BATCHED) & set(study.SEQUENTIAL)
 
 
