@@ -319,6 +319,57 @@ def job(experiment: str, default_output: str,
   return Job(out, cfg, inputs, paths, load_params(cfg))
 
 
+# ------------------------------------------------------------------ studies
+
+
+def study_plan(variants, sweep, experiment: str, first_seed: int, num_seeds: int, per_batch,
+               out_dir: Path, member_name: Callable) -> list[int]:
+  """Checks a seed study before any compute — the seed range, memory (``jnst.memory``:
+  batch members and the images kept on the host) and every output file — and returns the
+  seeds. ``member_name(value, seed)``: a member's file name without ``.png``."""
+  from jnst.batched import CPU_BATCH_MAX_PIXELS, MAX_SEED
+  last = first_seed + num_seeds - 1
+  if last > MAX_SEED:
+    raise JnstError(f"seeds run to --first_seed + --num_seeds - 1 = {last}, over {MAX_SEED}: "
+                    f"lower --num_seeds or --first_seed")
+  values = list(sweep.values) if sweep else [None]
+  total = num_seeds * len(values)
+  one_run = num_seeds * (len(values) if sweep and sweep.batched else 1)
+  for v in variants:
+    est = estimate(v.inputs, v.cfg, experiment, members=total)
+    batch = min(one_run, per_batch) if isinstance(per_batch, int) and per_batch > 0 else one_run
+    if per_batch == "auto" and not (jax.default_backend() == "cpu"
+                                    and est.shape[0] * est.shape[1] <= CPU_BATCH_MAX_PIXELS):
+      batch = 1  # auto_batch_size: one at a time on CPU, memory-bounded on accelerators.
+    memory.check_fits(estimate(v.inputs, v.cfg, experiment, batch=batch, members=total),
+                      flags={"batch": "--seeds_per_batch", "results": "--num_seeds"},
+                      what="this study")
+  names = [f"{member_name(v, s)}.png" for v in values for s in range(first_seed, last + 1)]
+  for name in names + ["grid.png", "losses.png", "summary.json"]:
+    records.ensure_writable(out_dir / name)
+  return list(range(first_seed, last + 1))
+
+
+def write_study(out_dir: Path, res, files: dict) -> None:
+  """A study's member images and ``files`` ({name: RGB array or a dict for JSON}), all
+  together or none; members whose run diverged get no image, and then ``Diverged``."""
+  bad = [m for m in res.members if m["status"] == "nonfinite"]
+  named = {m["file"]: im for m, im in zip(res.members, res.images) if m not in bad}
+  named.update(files)
+  with records.atomic_paths(*(out_dir / n for n in named)) as tmps:
+    for tmp, value in zip(tmps, named.values()):
+      if isinstance(value, dict):
+        tmp.write_text(records.dumps(value))
+      else:
+        PIL.Image.fromarray(images.to_uint8(value)).save(tmp, format="PNG")
+  print(f"wrote {len(named) - len(files)} images, {', '.join(files)} to {out_dir}", flush=True)
+  if bad:
+    raise Diverged(f"{len(bad)} of {len(res.members)} runs diverged (non-finite loss or "
+                   f"gradient: {', '.join(m['label'] for m in bad[:5])}): no images for them, "
+                   f"statuses in {out_dir / 'summary.json'}; lower --learning_rate or the loss "
+                   f"weights")
+
+
 # ------------------------------------------------------------------ resuming
 
 
@@ -487,6 +538,8 @@ def benchmark_config():
   frameworks = ("jax",) if mode == "only" else tuple(FLAGS.frameworks)
   seed_sizes = (_ints(FLAGS.seed_sizes, "seed_sizes") if FLAGS.seed_sizes
                 else ((32,) if q else (64, 128, 256)))
+  for side in sizes + seed_sizes:
+    _side(side, "--sizes/--seed_sizes")
   seed_counts = (_ints(FLAGS.seed_counts, "seed_counts") if FLAGS.seed_counts
                  else ((1, 2) if q else (1, 2, 4, 8, 16)))
   return suite.BenchConfig(

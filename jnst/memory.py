@@ -59,6 +59,7 @@ class Estimate:
   bytes: int
   parts: Mapping[str, int]
   batch: int = 1
+  shape: tuple[int, ...] = ()  # The optimised image's (H, W, 3).
 
   def biggest(self) -> str:
     return max(self.parts, key=self.parts.get)
@@ -131,7 +132,7 @@ def estimate(backbone, shape: Sequence[int], *, inputs: Sequence[Sequence[int]] 
       "lbfgs": batch * image * 2 * lbfgs_memory if optimizer == "lbfgs" else 0,
       "activations": batch * act,
       **(extra or {})}
-  return Estimate(int(sum(parts.values())), parts, batch)
+  return Estimate(int(sum(parts.values())), parts, batch, tuple(int(v) for v in shape))
 
 
 def available_bytes() -> int | None:
@@ -174,8 +175,14 @@ def check_fits(est: Estimate, available: int | None = None, *, share: float = SH
   if available is None or est.bytes <= share * available:
     return est
   names = {**FLAGS, **(flags or {})}
-  part = est.biggest()
-  flag = names["batch"] if est.batch > 1 and part in ("image", "lbfgs", "activations") \
-      else names.get(part, "--size")
+  if est.parts.get("params", 0) > share * available:
+    raise JnstError(f"{what} needs about {_gb(est.bytes)}; the network weights alone need "
+                    f"{_gb(est.parts['params'])} but only {_gb(available)} is available: free "
+                    f"memory (close other programs) or use another machine")
+  per_member = ("image", "lbfgs", "activations")
+  alone = [k for k in est.parts if k not in per_member and est.parts[k] > share * available]
+  part = alone[0] if alone else max((k for k in est.parts if k != "params"),
+                                    key=est.parts.get)
+  flag = names["batch"] if est.batch > 1 and part in per_member else names.get(part, "--size")
   raise JnstError(f"{what} needs about {_gb(est.bytes)} ({est.describe()}) but only "
                   f"{_gb(available)} is available: lower {flag}")

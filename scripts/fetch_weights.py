@@ -10,7 +10,7 @@ from pathlib import Path
 
 from absl import flags
 
-from jnst import cli
+from jnst import cli, records
 from jnst.backbones import vgg
 
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write our file (default: $JNST_WEIGHTS, "
@@ -29,6 +29,7 @@ _FORCE = flags.DEFINE_bool("force", False, "Overwrite an existing output file.")
 def main(argv):
   del argv
   out = _OUTPUT.value or vgg.default_path()
+  records.ensure_writable(out)  # A directory or unwritable place fails before any work.
   if _FROM.value:
     vgg.rewrite(vgg.ensure_file(_FROM.value), out, _DTYPE.value)
     return
