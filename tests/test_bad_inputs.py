@@ -149,6 +149,9 @@ ROWS = [
     ("tol_nan", 3, "stylize", [*PAIR, O, "--tol=nan"], 2, "tol must be", [], {}),
     ("diverges", 3, "stylize", [*PAIR, O, "--optimizer=adam", "--learning_rate=1e30"], 3,
      "the run diverged", ["o.failed.json"], {}),
+    ("study_diverges", 3, "seed_study", [*PAIR, f"--output_dir={OUT}", "--num_seeds=2",
+                                         "--optimizer=adam", "--learning_rate=1e30"], 3,
+     "2 of 2 runs diverged", ["grid.png", "losses.png", "summary.json"], {}),
     # 4. Malformed weights files.
     ("weights_no_mean", 4, "stylize", [*PAIR, O, "--weights={BAD}/no_mean.h5"], 2,
      "root attribute 'input_mean' is missing", [], {}),
@@ -167,6 +170,8 @@ ROWS = [
     ("empty_style", 5, "stylize", [f"--content={IN}/content.png", "--style=", O], 2,
      "--style= is empty", [], {}),
     ("empty_output", 5, "stylize", [*PAIR, "--output="], 2, "--output= is empty", [], {}),
+    ("empty_output_dir", 5, "seed_study", [*PAIR, "--output_dir="], 2, "--output_dir= is empty",
+     [], {}),
     ("seed_too_big", 5, "stylize", [*PAIR, O, f"--seed={2**32}"], 2, "--seed", [], {}),
     ("content_is_dir", 5, "stylize", [f"--content={IN}/a_dir.png", f"--style={IN}/style.png",
                                       O], 2, "a_dir.png is a directory", [], {}),
