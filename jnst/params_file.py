@@ -133,7 +133,8 @@ def check_attrs(attrs: Mapping, spec: Mapping[str, object], where: str) -> None:
         raise JnstError(f"{where}: attribute {name!r} must be a string, got "
                         f"{type(value).__name__}: {_FIX}")
       continue
-    shape, positive = want if isinstance(want, tuple) and want and isinstance(want[0], tuple)         else (want, None)
+    pair = isinstance(want, tuple) and want and isinstance(want[0], tuple)
+    shape, positive = want if pair else (want, None)
     a = np.asarray(value)
     if a.dtype.kind not in "fiu" or a.shape != tuple(shape):
       raise JnstError(f"{where}: attribute {name!r} must be numbers of shape {tuple(shape)}, "
@@ -179,9 +180,10 @@ def read(path, expected: Callable[[dict], Mapping[str, Mapping[str, tuple]]] | N
   return arrays, attrs
 
 
-def ensure(path, default: Path, make: Callable[[Path], Path], log: Log = stderr_log) -> Path:
+def ensure(path, default: Path | None, make: Callable[[Path], Path],
+           log: Log = stderr_log) -> Path:
   """A usable file: ``path`` if given (it must exist), else ``default``, made once with
-  ``make(default)`` if it is missing."""
+  ``make(default)`` if it is missing (``default`` is only looked at without ``path``)."""
   if path is not None:
     return check_input_file(path, "weights file", f"run scripts/fetch_weights.py "
                             f"--output={path}, or omit --weights to use the default")

@@ -203,3 +203,19 @@ def test_jnst_weights_must_be_usable(tmp_path, monkeypatch):
   monkeypatch.setenv("JNST_WEIGHTS", str(tmp_path / "sub" / "vgg19.h5"))
   assert vgg.default_path() == tmp_path / "sub" / "vgg19.h5"  # Made once, where asked.
   assert not (tmp_path / "sub").exists()
+
+
+def test_weights_attributes_checked_one_by_one():
+  from jnst import params_file
+  good = {"arch": "vgg19", "source": "s", "source_sha256": "0", "input_convention": "caffe_bgr",
+          "input_mean": np.zeros(3), "input_std": np.ones(3)}
+  params_file.check_attrs(good, vgg.ATTRS, "w.h5")
+  for change, message in (({"arch": 3}, "'arch' must be a string"),
+                          ({"input_mean": np.zeros(4)}, r"'input_mean' must be numbers of shape \(3,\)"),
+                          ({"input_mean": np.array([0, np.nan, 0])}, "not finite numbers"),
+                          ({"input_std": np.array([1.0, 0.0, 1.0])}, "not finite positive"),
+                          ({"input_std": np.array([b"a", b"b", b"c"])}, "must be numbers")):
+    with pytest.raises(JnstError, match=message):
+      params_file.check_attrs({**good, **change}, vgg.ATTRS, "w.h5")
+  with pytest.raises(JnstError, match="w.h5: root attribute 'source' is missing: re-fetch"):
+    params_file.check_attrs({k: v for k, v in good.items() if k != "source"}, vgg.ATTRS, "w.h5")

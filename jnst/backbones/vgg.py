@@ -526,5 +526,5 @@ def fetch_and_convert(dst=None, *, keras_h5=None, torch_pth=None, storage_dtype=
 def ensure_file(path=None, log: Log = stderr_log) -> Path:
   """A usable VGG-19 file: ``path`` (must exist), else ``default_path()``, fetched and
   converted once if missing."""
-  return params_file.ensure(path, default_path(), lambda dst: fetch_and_convert(dst, log=log),
-                            log)
+  return params_file.ensure(path, None if path is not None else default_path(),
+                            lambda dst: fetch_and_convert(dst, log=log), log)
