@@ -211,7 +211,8 @@ def test_weights_attributes_checked_one_by_one():
           "input_mean": np.zeros(3), "input_std": np.ones(3)}
   params_file.check_attrs(good, vgg.ATTRS, "w.h5")
   for change, message in (({"arch": 3}, "'arch' must be a string"),
-                          ({"input_mean": np.zeros(4)}, r"'input_mean' must be numbers of shape \(3,\)"),
+                          ({"input_mean": np.zeros(4)},
+                           r"'input_mean' must be numbers of shape \(3,\)"),
                           ({"input_mean": np.array([0, np.nan, 0])}, "not finite numbers"),
                           ({"input_std": np.array([1.0, 0.0, 1.0])}, "not finite positive"),
                           ({"input_std": np.array([b"a", b"b", b"c"])}, "must be numbers")):
