@@ -62,8 +62,11 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarr
         raise JnstError(f"{path} is {w}x{h} px ({w * h / 1e6:.0f} MP), over the "
                         f"{MAX_PIXELS / 1e6:.0f} MP jnst decodes: downscale the file first")
       im.load()
-      if max_side and max(im.size) >= 6 * max_side and im.mode in ("L", "RGB", "I", "F"):
-        im = resize_max_side(im, max_side, reducing_gap=3.0)  # Before the RGB conversion.
+      if max_side and max(im.size) >= 6 * max_side:  # Shrink before the RGB conversion.
+        if im.mode == "P":  # Palette images cannot be resized: expand only as far as needed.
+          im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        if im.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
+          im = resize_max_side(im, max_side, reducing_gap=3.0)
       im = ImageOps.exif_transpose(im)
       rgb = _to_rgb(im)
   except JnstError:

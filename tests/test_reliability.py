@@ -220,3 +220,17 @@ def test_weights_attributes_checked_one_by_one():
       params_file.check_attrs({**good, **change}, vgg.ATTRS, "w.h5")
   with pytest.raises(JnstError, match="w.h5: root attribute 'source' is missing: re-fetch"):
     params_file.check_attrs({k: v for k, v in good.items() if k != "source"}, vgg.ATTRS, "w.h5")
+
+
+def test_large_palette_and_alpha_images_shrunk_correctly(tmp_path):
+  """Shrunk before the RGB conversion (memory), with the same result: transparent palette
+  entries composite on white, opaque ones keep their colour."""
+  im = Image.new("P", (1200, 600), 1)
+  im.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
+  im.paste(0, (0, 0, 600, 600))
+  im.info["transparency"] = 0
+  im.save(tmp_path / "p.png", transparency=0)
+  rgb = images.load_image(tmp_path / "p.png", 64)
+  assert rgb.shape == (32, 64, 3)
+  assert np.allclose(rgb[16, 10], 1.0, atol=0.01)  # Transparent: white.
+  assert np.allclose(rgb[16, 50], np.array([200, 10, 10]) / 255, atol=0.01)
