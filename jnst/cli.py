@@ -225,11 +225,11 @@ def style_side(spec: InputSpec) -> int:
   return max(images.MIN_SIDE, side)
 
 
-def _planned(path: str, side: int) -> tuple[int, int, int]:
+def _planned(path: str, side: int, warn: bool = True) -> tuple[int, int, int]:
   """The (H, W, 3) ``path`` will have at longer side ``side`` (from its header); warns
   when that enlarges it more than ``images.UPSCALE_WARN`` times."""
   w, h = images.header_size(path)
-  if side > images.UPSCALE_WARN * max(w, h):
+  if warn and side > images.UPSCALE_WARN * max(w, h):
     print(f"warning: {path} is {w}x{h} px, enlarged {side / max(w, h):.0f}x to {side} px: the "
           f"result will look blurry (lower --size)", file=sys.stderr, flush=True)
   s = side / max(w, h)
@@ -271,17 +271,19 @@ def load_inputs(spec: InputSpec, experiment: str) -> tuple[experiments.Inputs, d
 
 
 def estimate(spec: InputSpec, cfg: experiments.Config, experiment: str, *, batch: int = 1,
-             members: int = 1) -> memory.Estimate:
+             members: int = 1, warn: bool = True) -> memory.Estimate:
   """What one run of ``experiment`` on ``spec``'s files needs (``jnst.memory``), from the
-  files' headers (nothing decoded); ``members``: images a study keeps on the host."""
+  files' headers (nothing decoded); ``members``: images a study keeps on the host; ``warn``
+  about inputs enlarged a lot."""
   _side(spec.size, "--size")
   shapes = []
   if experiment != "synthesize":
-    shapes.append(_planned(str(spec.content or demo.content_path()), spec.size))
+    shapes.append(_planned(str(spec.content or demo.content_path()), spec.size, warn))
   if experiment != "reconstruct":
-    shapes += [_planned(str(p), style_side(spec)) for p in (spec.styles or [demo.style_path()])]
+    shapes += [_planned(str(p), style_side(spec), warn)
+               for p in (spec.styles or [demo.style_path()])]
   if spec.init is not None and Path(spec.init).is_file():
-    shapes.append(_planned(spec.init, spec.size))
+    shapes.append(_planned(spec.init, spec.size, warn))
   out = shapes[0]
   return memory.estimate(cfg.get_backbone(), out, inputs=shapes, batch=batch,
                          optimizer=cfg.opt.optimizer, lbfgs_memory=cfg.opt.lbfgs_memory,
@@ -341,7 +343,9 @@ def study_plan(variants, sweep, experiment: str, first_seed: int, num_seeds: int
     if per_batch == "auto" and not (jax.default_backend() == "cpu"
                                     and est.shape[0] * est.shape[1] <= CPU_BATCH_MAX_PIXELS):
       batch = 1  # auto_batch_size: one at a time on CPU, memory-bounded on accelerators.
-    memory.check_fits(estimate(v.inputs, v.cfg, experiment, batch=batch, members=total),
+    if batch > 1:
+      est = estimate(v.inputs, v.cfg, experiment, batch=batch, members=total, warn=False)
+    memory.check_fits(est,
                       flags={"batch": "--seeds_per_batch", "results": "--num_seeds"},
                       what="this study")
   names = [f"{member_name(v, s)}.png" for v in values for s in range(first_seed, last + 1)]
@@ -354,7 +358,7 @@ def write_study(out_dir: Path, res, files: dict) -> None:
   """A study's member images and ``files`` ({name: RGB array or a dict for JSON}), all
   together or none; members whose run diverged get no image, and then ``Diverged``."""
   bad = [m for m in res.members if m["status"] == "nonfinite"]
-  named = {m["file"]: im for m, im in zip(res.members, res.images) if m not in bad}
+  named = {m["file"]: im for m, im in zip(res.members, res.images) if m["status"] != "nonfinite"}
   named.update(files)
   with records.atomic_paths(*(out_dir / n for n in named)) as tmps:
     for tmp, value in zip(tmps, named.values()):
