@@ -35,6 +35,7 @@ A pyramid/high-resolution runner calls ``estimate`` per scale (``remat`` as it r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -89,14 +90,25 @@ def activation_shapes(backbone, shape: Sequence[int], layers: Sequence[str] | No
   if layers:
     names = names[:max(names.index(l) for l in backbone.validate_layers(layers)) + 1]
   h, w = int(shape[0]), int(shape[1])
-  params = jax.eval_shape(backbone.init_random, jax.random.key(0))
+  params = _param_shapes(backbone)
   feats = jax.eval_shape(lambda p, x: backbone.features(p, x, names), params,
                          jax.ShapeDtypeStruct((1, h, w, 3), np.float32))
   return {k: tuple(v.shape) for k, v in feats.items()}
 
 
+@functools.lru_cache(maxsize=8)
+def _param_shapes(backbone):
+  """The backbone's params as ShapeDtypeStructs: traced, or (an ``init_random`` that needs
+  concrete values, e.g. NumPy's generator) made once and described."""
+  try:
+    return jax.eval_shape(backbone.init_random, jax.random.key(0))
+  except jax.errors.JAXTypeError:
+    params = backbone.init_random(jax.random.key(0))
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), params)
+
+
 def _param_bytes(backbone) -> int:
-  params = jax.eval_shape(backbone.init_random, jax.random.key(0))
+  params = _param_shapes(backbone)
   return sum(_nbytes(l.shape, np.dtype(l.dtype).itemsize) for l in jax.tree.leaves(params))
 
 
