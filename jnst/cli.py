@@ -1,6 +1,11 @@
 """The absl-flag side of the scripts in scripts/: flag groups (range-checked by absl
 validators at parse time), flags -> one config per experiment, loading the inputs, progress
-lines, run records, and turning bad input into a one-line error with exit status 2."""
+lines, run records, and turning bad input into a one-line error with exit status 2.
+
+Exit statuses (README, "What happens when things go wrong"): 0 done; 2 bad input (one
+``error:`` line, nothing written); 3 the run diverged (non-finite loss or gradient: no image,
+a ``<output stem>.failed.json`` record); 130 interrupted (Ctrl-C: one line saying what was
+written)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
+import numpy as np
+import PIL.Image
 from absl import app, flags, logging
 
 import jnst.backbones as backbones
@@ -20,12 +27,21 @@ import jnst.experiments as experiments
 import jnst.images as images
 import jnst.masks as masks
 import jnst.matting as matting
+import jnst.memory as memory
 import jnst.optimize as optimize
 import jnst.records as records
+import jnst.snapshots as snapshots
 from jnst.errors import JnstError
 
 FLAGS = flags.FLAGS
 _OURS: list[str] = []  # Names of the flags jnst defined, for the run record.
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+F32_MAX = experiments.F32_MAX
+_WRITTEN: list[Path] = []  # Intermediate files written by this run (for the Ctrl-C line).
+
+
+class Diverged(JnstError):
+  """A run whose loss or gradient became non-finite: exit status 3."""
 
 
 def _define(kind, name, default, help_, *args, check=None, message="", **kw):
@@ -40,7 +56,7 @@ def _define(kind, name, default, help_, *args, check=None, message="", **kw):
 
 
 def _finite_nonneg(v):
-  return math.isfinite(v) and v >= 0
+  return math.isfinite(v) and 0 <= v <= F32_MAX  # Beyond float32's range is inf on device.
 
 
 def _numbers(values):
@@ -60,13 +76,15 @@ def define_common_flags(default_steps: int = 500, default_size: int = 512):
           "weights/vgg19.h5, fetched and converted on first use).")
   _define("enum", "backbone", "vgg19", list(backbones.NAMES), "Network whose features define "
           "the losses.")
-  _define("integer", "size", default_size, "Max side of the output in pixels (aspect kept).",
-          lower_bound=images.MIN_SIDE)
+  _define("integer", "size", default_size, "Max side of the output in pixels (aspect kept; "
+          f"{images.MIN_SIDE} to {images.MAX_SIDE}).", lower_bound=images.MIN_SIDE,
+          upper_bound=images.MAX_SIDE)
   _define("integer", "steps", default_steps, "Optimiser iterations.", lower_bound=1)
   _define("enum", "optimizer", "lbfgs", ["lbfgs", "adam"], "Optimiser.")
   _define("float", "learning_rate", None, "Step size: L-BFGS default 1.0 (the plain "
           "quasi-Newton step); Adam default 10.0 (input units, 0-255 for the Caffe VGG).",
-          check=lambda v: math.isfinite(v) and v > 0, message="must be a finite number > 0")
+          check=lambda v: math.isfinite(v) and 0 < v <= F32_MAX,
+          message="must be a finite number > 0 (float32)")
   _define("enum", "linesearch", "none", ["none", "zoom"], "L-BFGS line search: none (one "
           "evaluation per iteration, as torch/neural-style) or zoom (optax).")
   _define("integer", "lbfgs_memory", 100, "L-BFGS history size.", lower_bound=1)
@@ -81,8 +99,11 @@ def define_common_flags(default_steps: int = 500, default_size: int = 512):
   _define("enum", "compute_dtype", "float32", ["float32", "bfloat16"], "Backbone compute dtype.")
   _define("integer", "print_every", 50, "Progress line every N steps (0: only at the end).",
           lower_bound=0)
-  _define("integer", "save_every", 0, "Write an intermediate image every N steps (0: never).",
-          lower_bound=0)
+  _define("integer", "save_every", 0, "Write an intermediate image and a resumable snapshot "
+          "(<output stem>.resume.npz) every N steps (0: never).", lower_bound=0)
+  _define("bool", "resume", False, "Continue from the last --save_every snapshot of this "
+          "--output (same flags; --steps is the total). The optimiser's state is not restored "
+          "(jnst/snapshots.py).")
 
 
 def define_content_flags():
@@ -97,7 +118,8 @@ def define_style_flags():
           "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1; blockN = all ReLUs of block N).")
   _define("list", "style_layer_weights", None, "One weight per style layer (default 1/n).",
           check=_numbers, message="must be finite numbers >= 0")
-  _define("float", "style_scale", 1.0, "Style image max side relative to --size.",
+  _define("float", "style_scale", 1.0, "Style image max side relative to --size (the side "
+          f"at most {images.MAX_SIDE}).",
           check=lambda v: math.isfinite(v) and v > 0, message="must be a finite number > 0")
   _define("enum", "style_loss", "gram", ["gram", "wasserstein", "mean_std"], "Style statistics "
           "compared: gram (Gatys), wasserstein (W2 between Gaussian fits of the features) or "
@@ -232,6 +254,33 @@ class InputSpec:
   style_masks: tuple[str, ...] | None = None
 
 
+def _side(size: int, what: str) -> int:
+  if size > images.MAX_SIDE:
+    raise JnstError(f"{what} is {size} px, over the maximum {images.MAX_SIDE} px: lower it")
+  if size < images.MIN_SIDE:
+    raise JnstError(f"{what} must be at least {images.MIN_SIDE} px, got {size}")
+  return size
+
+
+def style_side(spec: InputSpec) -> int:
+  side = round(spec.style_scale * spec.size)
+  if side > images.MAX_SIDE:
+    raise JnstError(f"the style images' side --style_scale x --size = {side} px is over the "
+                    f"maximum {images.MAX_SIDE} px: lower --style_scale")
+  return max(images.MIN_SIDE, side)
+
+
+def _planned(path: str, side: int, warn: bool = True) -> tuple[int, int, int]:
+  """The (H, W, 3) ``path`` will have at longer side ``side`` (from its header); warns
+  when that enlarges it more than ``images.UPSCALE_WARN`` times."""
+  w, h = images.header_size(path)
+  if warn and side > images.UPSCALE_WARN * max(w, h):
+    print(f"warning: {path} is {w}x{h} px, enlarged {side / max(w, h):.0f}x to {side} px: the "
+          f"result will look blurry (lower --size)", file=sys.stderr, flush=True)
+  s = side / max(w, h)
+  return max(1, round(h * s)), max(1, round(w * s)), 3
+
+
 def input_spec() -> InputSpec:
   init = FLAGS["init"].value if "init" in FLAGS else None
   style_masks = FLAGS["style_mask"].value if "style_mask" in FLAGS else None
@@ -272,8 +321,7 @@ def _load(path: str, side: int):
 def load_inputs(spec: InputSpec, experiment: str) -> tuple[experiments.Inputs, dict]:
   """(the images ``experiment`` reads, {"content": path, "style": [paths]}); the demo pair
   by default. Each file is read once per size."""
-  if spec.size < images.MIN_SIDE:
-    raise JnstError(f"--size must be at least {images.MIN_SIDE}, got {spec.size}")
+  _side(spec.size, "--size")
   paths, content, styles, init = {}, None, (), None
   if experiment != "synthesize":
     paths["content"] = str(spec.content or demo.content_path())
@@ -282,8 +330,7 @@ def load_inputs(spec: InputSpec, experiment: str) -> tuple[experiments.Inputs, d
     paths["style"] = [str(p) for p in (spec.styles or [demo.style_path()])]
     if experiment == "synthesize" and len(paths["style"]) > 1:
       raise JnstError(f"synthesize takes one --style image, got {len(paths['style'])}")
-    side = max(images.MIN_SIDE, round(spec.style_scale * spec.size))
-    styles = tuple(_load(p, side) for p in paths["style"])
+    styles = tuple(_load(p, style_side(spec)) for p in paths["style"])
   if spec.content_mask or spec.style_masks:
     if experiment != "stylize":
       raise JnstError(f"--content_mask/--style_mask apply to stylize, not {experiment}")
@@ -294,9 +341,30 @@ def load_inputs(spec: InputSpec, experiment: str) -> tuple[experiments.Inputs, d
   if spec.init is not None:
     if not Path(spec.init).is_file():
       raise JnstError(f"--init={spec.init!r} is neither content, noise, style nor an "
-                      f"existing image file")
+                      f"existing image file ({records.describe(spec.init)})")
     init = _load(spec.init, spec.size)
   return experiments.Inputs(content, styles, init, mask_c, mask_s), paths
+
+
+def estimate(spec: InputSpec, cfg: experiments.Config, experiment: str, *, batch: int = 1,
+             members: int = 1, warn: bool = True) -> memory.Estimate:
+  """What one run of ``experiment`` on ``spec``'s files needs (``jnst.memory``), from the
+  files' headers (nothing decoded); ``members``: images a study keeps on the host; ``warn``
+  about inputs enlarged a lot."""
+  _side(spec.size, "--size")
+  shapes = []
+  if experiment != "synthesize":
+    shapes.append(_planned(str(spec.content or demo.content_path()), spec.size, warn))
+  if experiment != "reconstruct":
+    shapes += [_planned(str(p), style_side(spec), warn)
+               for p in (spec.styles or [demo.style_path()])]
+  if spec.init is not None and Path(spec.init).is_file():
+    shapes.append(_planned(spec.init, spec.size, warn))
+  out = shapes[0]
+  return memory.estimate(cfg.get_backbone(), out, inputs=shapes, batch=batch,
+                         optimizer=cfg.opt.optimizer, lbfgs_memory=cfg.opt.lbfgs_memory,
+                         extra={"results": 3 * members * 4 * math.prod(out)} if members > 1
+                         else None)
 
 
 def load_params(cfg: experiments.Config):
@@ -315,13 +383,99 @@ class Job:
   params: dict
 
 
-def job(experiment: str, default_output: str) -> Job:
-  """Checks the output path, builds ``experiment``'s config from the flags, loads its inputs
-  and the backbone's weights — in that order, so bad input fails before anything heavy."""
-  out = output_path(default_output)
+def job(experiment: str, default_output: str,
+        targets: Callable[[Path], list[Path]] | None = None) -> Job:
+  """Checks the output path, builds ``experiment``'s config from the flags, checks the run
+  fits in memory (``jnst.memory``, from the inputs' headers), loads its inputs and the
+  backbone's weights — in that order, so bad input fails before anything heavy.
+  ``targets(out)``: the images the script writes, if not just ``out``."""
+  out = output_path(default_output, targets)
   cfg = CONFIGS[experiment]()
-  inputs, paths = load_inputs(input_spec(), experiment)
+  spec = input_spec()
+  memory.check_fits(estimate(spec, cfg, experiment))
+  inputs, paths = load_inputs(spec, experiment)
   return Job(out, cfg, inputs, paths, load_params(cfg))
+
+
+# ------------------------------------------------------------------ studies
+
+
+def study_plan(variants, sweep, experiment: str, first_seed: int, num_seeds: int, per_batch,
+               out_dir: Path, member_name: Callable) -> list[int]:
+  """Checks a seed study before any compute — the seed range, memory (``jnst.memory``:
+  batch members and the images kept on the host) and every output file — and returns the
+  seeds. ``member_name(value, seed)``: a member's file name without ``.png``."""
+  from jnst.batched import CPU_BATCH_MAX_PIXELS, MAX_SEED
+  last = first_seed + num_seeds - 1
+  if last > MAX_SEED:
+    raise JnstError(f"seeds run to --first_seed + --num_seeds - 1 = {last}, over {MAX_SEED}: "
+                    f"lower --num_seeds or --first_seed")
+  values = list(sweep.values) if sweep else [None]
+  total = num_seeds * len(values)
+  one_run = num_seeds * (len(values) if sweep and sweep.batched else 1)
+  for v in variants:
+    est = estimate(v.inputs, v.cfg, experiment, members=total)
+    batch = min(one_run, per_batch) if isinstance(per_batch, int) and per_batch > 0 else one_run
+    if per_batch == "auto" and not (jax.default_backend() == "cpu"
+                                    and est.shape[0] * est.shape[1] <= CPU_BATCH_MAX_PIXELS):
+      batch = 1  # auto_batch_size: one at a time on CPU, memory-bounded on accelerators.
+    if batch > 1:
+      est = estimate(v.inputs, v.cfg, experiment, batch=batch, members=total, warn=False)
+    memory.check_fits(est,
+                      flags={"batch": "--seeds_per_batch", "results": "--num_seeds"},
+                      what="this study")
+  names = [f"{member_name(v, s)}.png" for v in values for s in range(first_seed, last + 1)]
+  for name in names + ["grid.png", "losses.png", "summary.json"]:
+    records.ensure_writable(out_dir / name)
+  return list(range(first_seed, last + 1))
+
+
+def write_study(out_dir: Path, res, files: dict) -> None:
+  """A study's member images and ``files`` ({name: RGB array or a dict for JSON}), all
+  together or none; members whose run diverged get no image, and then ``Diverged``."""
+  bad = [m for m in res.members if m["status"] == "nonfinite"]
+  named = {m["file"]: im for m, im in zip(res.members, res.images) if m["status"] != "nonfinite"}
+  named.update(files)
+  with records.atomic_paths(*(out_dir / n for n in named)) as tmps:
+    for tmp, value in zip(tmps, named.values()):
+      if isinstance(value, dict):
+        tmp.write_text(records.dumps(value))
+      else:
+        PIL.Image.fromarray(images.to_uint8(value)).save(tmp, format="PNG")
+  print(f"wrote {len(named) - len(files)} images, {', '.join(files)} to {out_dir}", flush=True)
+  if bad:
+    raise Diverged(f"{len(bad)} of {len(res.members)} runs diverged (non-finite loss or "
+                   f"gradient: {', '.join(m['label'] for m in bad[:5])}): no images for them, "
+                   f"statuses in {out_dir / 'summary.json'}; lower --learning_rate or the loss "
+                   f"weights")
+
+
+# ------------------------------------------------------------------ resuming
+
+
+def _settings() -> dict:
+  """The flags a snapshot must agree with on --resume (snapshots.py)."""
+  skip = {"steps", "print_every", "save_every", "resume", "verbosity"}
+  return {k: v for k, v in flag_values().items() if k not in skip}
+
+
+def solve(cfg: experiments.Config, params, inputs: experiments.Inputs, out: Path,
+          label: str = "") -> tuple:
+  """``experiments.run`` with progress lines, --save_every images and snapshots, and
+  --resume: (RGB, result, extra record fields)."""
+  if not FLAGS.resume:
+    return (*experiments.run(cfg, params, inputs, Printer(out, label)), {})
+  snap = snapshots.load(snapshots.path_for(out), _settings())
+  if snap.step >= cfg.opt.steps:
+    raise JnstError(f"the snapshot is at step {snap.step}, --steps={cfg.opt.steps}: raise "
+                    f"--steps to continue")
+  opt = dataclasses.replace(cfg.opt, steps=cfg.opt.steps - snap.step,
+                            chunk=min(cfg.opt.chunk, cfg.opt.steps - snap.step))
+  print(f"resuming from step {snap.step} ({snapshots.path_for(out)})", flush=True)
+  rgb, res = experiments.solve(cfg.build(params, inputs), opt, cfg.seed,
+                               Printer(out, label, offset=snap.step), x0=snap.x)
+  return rgb, res, {"resumed_from": {"step": snap.step, "evaluations": snap.evaluations,
+                                     "snapshot": str(snapshots.path_for(out))}}
 
 
 # ------------------------------------------------------------------ progress and records
@@ -332,13 +486,16 @@ class Printer:
   terms or the batch's spread, evaluations, ETA) and every --save_every steps an
   intermediate image beside ``output``."""
 
-  def __init__(self, output: Path | None = None, label: str = ""):
+  def __init__(self, output: Path | None = None, label: str = "", offset: int = 0):
     self.print_every, self.save_every = FLAGS.print_every, FLAGS.save_every
-    self.output, self.label = output, label
+    self.output, self.label, self.offset = output, label, offset
 
   def __call__(self, r: optimize.Report) -> None:
     total = r.num_runs * r.num_batches * r.total_steps
     done = (r.run * r.num_batches + r.batch) * r.total_steps + r.step
+    if self.offset:  # A resumed run: steps count from the start of the first segment.
+      r = dataclasses.replace(r, step=r.step + self.offset,
+                              total_steps=r.total_steps + self.offset)
     eta = r.elapsed / done * (total - done) if done else float("nan")
     if self.print_every and (r.step % self.print_every == 0 or r.step == r.total_steps):
       where, what = f"step {r.step:5d}/{r.total_steps}", f"loss {float(r.loss.mean()):.5g}"
@@ -352,8 +509,17 @@ class Printer:
             f"{r.elapsed:.1f}s eta {eta:.0f}s", flush=True)
     if (self.save_every and self.output and r.step % self.save_every == 0
         and r.step < r.total_steps):
-      path = self.output.with_name(f"{self.output.stem}_{r.step:05d}.png")
+      path = intermediate_path(self.output, r.step)
       images.save_image(path, r.image())
+      _WRITTEN.append(path)
+      if r.iterate is not None and r.loss.ndim == 0 and np.isfinite(r.loss):
+        snap = snapshots.path_for(self.output)
+        snapshots.save(snap, r.iterate(), r.step, int(r.evals), _settings())
+        _WRITTEN.append(snap)
+
+
+def intermediate_path(output: Path, step: int) -> Path:
+  return output.with_name(f"{output.stem}_{step:05d}.png")
 
 
 def flag_values() -> dict:
@@ -366,19 +532,69 @@ def record(res: optimize.RunResult, cfg: experiments.Config, **extra) -> dict:
                             **extra)
 
 
-def output_path(default_name: str) -> Path:
+def output_files(out: Path) -> list[Path]:
+  """Every file a run writing ``out`` may create: the image, its record, a failed run's
+  record, and with --save_every the snapshot and intermediate images."""
+  files = [out, out.with_suffix(".json"), failed_path(out)]
+  if FLAGS.save_every:
+    files.append(snapshots.path_for(out))
+    steps = range(FLAGS.save_every, FLAGS.steps, FLAGS.save_every)[:1000]  # Enough to check.
+    files += [intermediate_path(out, s) for s in steps]
+  return files
+
+
+def failed_path(out: Path) -> Path:
+  return out.with_name(out.stem + ".failed.json")
+
+
+def output_path(default_name: str, names: Callable[[Path], list[Path]] | None = None) -> Path:
+  """--output (default out/``default_name``), checked with every file the run will write
+  (``output_files``; ``names(out)``: the outputs, if not just ``out``) before any compute.
+  Creates nothing: directories are made when the first file is written."""
   out = Path(FLAGS.output or Path("out") / default_name)
   if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
     raise JnstError(f"--output={out} must end in .png or .jpg")
-  records.ensure_writable(out)
-  records.ensure_writable(out.with_suffix(".json"))
+  for target in (names(out) if names else [out]):
+    for f in output_files(target):
+      records.ensure_writable(f)
   return out
 
 
-def write_outputs(out: Path, rgb, rec: dict) -> None:
-  images.save_image(out, rgb)
-  records.save_json(out.with_suffix(".json"), rec)
-  print(f"wrote {out} and {out.with_suffix('.json')}")
+def write_outputs(out: Path, rgb, rec: dict, res: optimize.RunResult | None = None) -> None:
+  """The image and its record, together or not at all. A diverged run (``res.status`` is
+  "nonfinite") writes no image, only its record as ``<stem>.failed.json``, and raises
+  ``Diverged`` (exit status 3)."""
+  if res is not None and res.status == "nonfinite":
+    rec = {**rec, "diverged": divergence(res)}
+    records.save_json(failed_path(out), rec)
+    d = rec["diverged"]
+    raise Diverged(f"the run diverged: {d['what']} became non-finite at step {d['step']} "
+                   f"(last finite step {d['last_finite_step']}); no image written, the record "
+                   f"is {failed_path(out)}: lower --learning_rate or the loss weights")
+  json_path = out.with_suffix(".json")
+  text = records.dumps(rec)
+  fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(out.suffix.lower(), "PNG")
+  with records.atomic_paths(out, json_path) as (tmp_image, tmp_json):
+    PIL.Image.fromarray(images.to_uint8(rgb)).save(tmp_image, format=fmt)
+    tmp_json.write_text(text)
+  snap = snapshots.path_for(out)
+  if snap in _WRITTEN or FLAGS.resume:
+    snap.unlink(missing_ok=True)  # Done: a later --resume must not restart an old run.
+  print(f"wrote {out} and {json_path}")
+
+
+def divergence(res: optimize.RunResult) -> dict:
+  """What became non-finite in a run whose status is "nonfinite", and when (steps from 1)."""
+  loss = np.asarray(res.metrics["loss"], np.float64)
+  bad = np.flatnonzero(~np.isfinite(loss))
+  step = int(bad[0]) + 1 if bad.size else int(res.steps)
+  what = "the gradient"
+  if bad.size:
+    terms = [k for k, v in res.metrics["terms"].items() if not np.isfinite(v[step - 1])]
+    what = "the loss" + (f" ({', '.join(terms)} term)" if terms else "")
+  return {"what": what, "step": step, "last_finite_step": step - 1,
+          "last_finite_loss": float(loss[step - 2]) if step >= 2 else None,
+          "note": "the optimiser stopped at the last finite iterate; no image was written"}
 
 
 # ------------------------------------------------------------------ benchmark
@@ -402,6 +618,8 @@ def benchmark_config():
   frameworks = ("jax",) if mode == "only" else tuple(FLAGS.frameworks)
   seed_sizes = (_ints(FLAGS.seed_sizes, "seed_sizes") if FLAGS.seed_sizes
                 else ((32,) if q else (64, 128, 256)))
+  for side in sizes + seed_sizes:
+    _side(side, "--sizes/--seed_sizes")
   seed_counts = (_ints(FLAGS.seed_counts, "seed_counts") if FLAGS.seed_counts
                  else ((1, 2) if q else (1, 2, 4, 8, 16)))
   return suite.BenchConfig(
@@ -438,10 +656,20 @@ def run(main: Callable[[list[str]], None]) -> None:
       logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
       _fail(f"unexpected positional arguments {argv[1:]}: every option is a --flag")
+    _WRITTEN.clear()
     try:
+      check_empty_flags()
       main(argv)
+    except Diverged as e:
+      _fail(str(e), EXIT_DIVERGED)
     except JnstError as e:
       _fail(str(e))
+    except KeyboardInterrupt:
+      where = sorted({str(p.parent) for p in _WRITTEN})
+      print("interrupted; " + (f"intermediate files are in {', '.join(where)} (--resume "
+                               f"continues from the last snapshot)" if where
+                               else "nothing written"), file=sys.stderr, flush=True)
+      sys.exit(EXIT_INTERRUPTED)
 
   # --help/--helpshort list the main module's key flags; ours are defined in jnst.cli or in
   # the script module, which is not the main module when run as a console entry point.
@@ -459,7 +687,18 @@ def run(main: Callable[[list[str]], None]) -> None:
   app.run(wrapped, flags_parser=parse)
 
 
-def _fail(msg: str) -> None:
+def check_empty_flags() -> None:
+  """An explicitly empty string or list flag of ours (``--style=``, ``--output=``) is an
+  error, never a silent default."""
+  for module, defined in FLAGS.flags_by_module_dict().items():
+    if module.startswith(("jnst", "scripts")) or module.endswith(".py"):
+      for flag in defined:
+        if flag.present and not flag.value and isinstance(flag.value, (str, list)):
+          raise JnstError(f"--{flag.name}= is empty: give a value, or leave the flag out for "
+                          f"its default")
+
+
+def _fail(msg: str, status: int = EXIT_BAD_INPUT) -> None:
   print(f"error: {msg}", file=sys.stderr, flush=True)
-  sys.exit(2)
+  sys.exit(status)
 

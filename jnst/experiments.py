@@ -31,12 +31,14 @@ import jnst.style_stats as style_stats
 from jnst.errors import JnstError
 
 INITS = ("content", "noise", "style", "image")
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _check_weights(**named: float) -> None:
   for name, w in named.items():
-    if not np.isfinite(w) or w < 0:
-      raise JnstError(f"{name} must be a finite number >= 0, got {w}")
+    if not np.isfinite(w) or w < 0 or w > F32_MAX:
+      raise JnstError(f"{name} must be a finite number >= 0 that fits float32 (<= 3.4e38), "
+                      f"got {w}")
 
 
 def _or(layers, default):
@@ -247,9 +249,15 @@ Config = StylizeConfig | ReconstructConfig | SynthesizeConfig
 
 
 def solve(problem: objective.Problem, opt: optimize.OptConfig, seed: int = 0,
-          progress: optimize.Progress | None = None) -> tuple[np.ndarray, optimize.RunResult]:
-  """One run from ``problem.x0(key(seed))``: (RGB [0, 1] image, result)."""
-  res = optimize.run(problem.objective, problem.x0(jax.random.key(seed)), problem.data, opt,
+          progress: optimize.Progress | None = None,
+          x0=None) -> tuple[np.ndarray, optimize.RunResult]:
+  """One run from ``problem.x0(key(seed))`` (or from ``x0``, an iterate in the backbone's
+  input space, e.g. a resumed snapshot): (RGB [0, 1] image, result)."""
+  if x0 is None:
+    x0 = problem.x0(jax.random.key(seed))
+  elif tuple(np.shape(x0)) != tuple(problem.shape):
+    raise JnstError(f"the start image is {tuple(np.shape(x0))}, the problem {problem.shape}")
+  res = optimize.run(problem.objective, jnp.asarray(x0, jnp.float32), problem.data, opt,
                      progress=progress, render=problem.rgb)
   return problem.rgb(res.x), res
 

@@ -85,10 +85,12 @@ class OptConfig:
     for name in ("steps", "chunk", "lbfgs_memory", "max_linesearch_steps"):
       if getattr(self, name) < 1:
         raise JnstError(f"{name} must be at least 1, got {getattr(self, name)}")
-    if not self.learning_rate > 0:
-      raise JnstError(f"learning_rate must be positive, got {self.learning_rate}")
-    if not self.tol >= 0:
-      raise JnstError(f"tol must be >= 0, got {self.tol}")
+    f32_max = float(np.finfo(np.float32).max)  # Values beyond it are inf in the program.
+    if not 0 < self.learning_rate <= f32_max:
+      raise JnstError(f"learning_rate must be a finite number > 0 that fits float32, got "
+                      f"{self.learning_rate}")
+    if not 0 <= self.tol <= f32_max:
+      raise JnstError(f"tol must be a finite number >= 0, got {self.tol}")
     return self
 
   @property
@@ -262,7 +264,8 @@ class Report:
   cumulative evaluations (scalars, or (N,) for a batch). terms: {term: same}. elapsed: wall
   seconds of this run so far. batch, num_batches: which batch of a batched run; run,
   num_runs, label: which run of a study (``jnst.study``). ``image()``:
-  RGB in [0, 1] of the current iterate(s), computed on request, valid during the callback.
+  RGB in [0, 1] of the current iterate(s), computed on request, valid during the callback;
+  ``iterate()``: the current iterate itself (input space, NumPy), for resumable snapshots.
   """
   step: int
   total_steps: int
@@ -276,6 +279,7 @@ class Report:
   num_runs: int = 1
   label: str = ""
   render: Callable[[], np.ndarray] | None = dataclasses.field(default=None, repr=False)
+  iterate: Callable[[], np.ndarray] | None = dataclasses.field(default=None, repr=False)
 
   def image(self) -> np.ndarray | None:
     return None if self.render is None else self.render()
@@ -395,7 +399,8 @@ def run(loss_fn, x0: jax.Array, data, cfg: OptConfig, *, progress: Progress | No
       last = {k: v[-1] for k, v in host["terms"].items()}
       progress(Report(step, cfg.steps, host["loss"][-1], last,
                       host["evals"][-1], time.perf_counter() - t0,
-                      render=None if render is None else (lambda: render(state.x))))
+                      render=None if render is None else (lambda: render(state.x)),
+                      iterate=lambda: np.asarray(jax.device_get(state.x))))
 
   out = drive(loss_fn, x0, data, cfg, on_chunk=on_chunk)
   evaluations = int(out.state.evals) + 1

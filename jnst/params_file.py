@@ -23,7 +23,7 @@ import numpy as np
 
 from jnst.errors import JnstError
 from jnst.fetch import Log, cache_dir, stderr_log
-from jnst.records import atomic_path
+from jnst.records import atomic_path, check_input_file, describe, ensure_writable
 
 FORMAT_VERSION = 1
 STORAGE_DTYPES = ("float32", "float16")
@@ -33,9 +33,24 @@ Arrays = Mapping[str, Mapping[str, np.ndarray]]  # layer -> {array name -> array
 
 def default_path(file_name: str, env: str | None = None) -> Path:
   """Where a converted file lives by default: ``$env`` if set, else the repo's weights/
-  folder (a source checkout), else ``<cache_dir>/file_name``."""
-  if env and os.environ.get(env):
-    return Path(os.environ[env])
+  folder (a source checkout), else ``<cache_dir>/file_name``.
+
+  ``$env`` must name an existing weights file, or a new ``.h5`` file in a writable place
+  (made there once by ``ensure``); anything else (a directory, a FIFO, a path
+  under a missing directory) is a JnstError, never a conversion into it."""
+  if env and env in os.environ:
+    value = os.environ[env]
+    path = Path(value)
+    kind = describe(path) if value else "empty"
+    if kind == "a file":
+      return path
+    if kind == "missing" and path.suffix == ".h5" and not value.endswith(os.sep):
+      ensure_writable(path)  # Made there once by ``ensure``: its directory must be usable.
+      return path
+    where = (f"is {kind}" if kind not in ("missing", "empty") else "names no existing file "
+             "and no new .h5 file" if kind == "missing" else "is set but empty")
+    raise JnstError(f"{env}={value!r} {where}: point it at a weights file (e.g. "
+                    f"weights/vgg19.h5), or unset it to use the default")
   repo_weights = Path(__file__).resolve().parent.parent / "weights"
   if (repo_weights / "README.md").is_file():
     return repo_weights / file_name
@@ -78,10 +93,8 @@ def write(dst, arrays: Arrays, attrs: Mapping, *, storage_dtype: str = "float32"
 
 def open_h5(path, what: str) -> h5py.File:
   """Opens any HDF5 file for reading, or raises JnstError saying what to do."""
-  path = Path(path)
-  if not path.is_file():
-    raise JnstError(f"{what} {path} does not exist: give an existing file or run "
-                    f"scripts/fetch_weights.py")
+  path = check_input_file(path, what, "give an existing file or run "
+                          "scripts/fetch_weights.py")
   try:
     return h5py.File(path, "r")
   except OSError:
@@ -103,36 +116,77 @@ def _attrs(f: h5py.File, path) -> dict:
   return attrs
 
 
+_FIX = "re-fetch or re-convert it (scripts/fetch_weights.py --force)"
+
+
+def check_attrs(attrs: Mapping, spec: Mapping[str, object], where: str) -> None:
+  """Raises JnstError naming the first attribute of ``spec`` that is missing or wrong.
+
+  ``spec``: name -> ``str`` (a string), or a shape tuple (a finite numeric array of that
+  shape), or a (shape, "positive") pair (finite and > 0)."""
+  for name, want in spec.items():
+    if name not in attrs:
+      raise JnstError(f"{where}: root attribute {name!r} is missing: {_FIX}")
+    value = attrs[name]
+    if want is str:
+      if not isinstance(value, str):
+        raise JnstError(f"{where}: attribute {name!r} must be a string, got "
+                        f"{type(value).__name__}: {_FIX}")
+      continue
+    pair = isinstance(want, tuple) and want and isinstance(want[0], tuple)
+    shape, positive = want if pair else (want, None)
+    a = np.asarray(value)
+    if a.dtype.kind not in "fiu" or a.shape != tuple(shape):
+      raise JnstError(f"{where}: attribute {name!r} must be numbers of shape {tuple(shape)}, "
+                      f"got {a.dtype} {a.shape}: {_FIX}")
+    if not np.all(np.isfinite(a)) or (positive and not np.all(a > 0)):
+      raise JnstError(f"{where}: attribute {name!r} holds {a.tolist()}, not finite"
+                      f"{' positive' if positive else ''} numbers: {_FIX}")
+
+
 def read(path, expected: Callable[[dict], Mapping[str, Mapping[str, tuple]]] | None = None,
-         what: str = "these") -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+         what: str = "these", attrs_spec: Mapping[str, object] | None = None
+         ) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
   """Reads and checks our file: ({layer: {name: array as stored}}, attrs).
 
   ``expected(attrs)`` gives the layer -> {name: shape} the file must hold (the owning
   backbone's, chosen by the file's ``arch``); every one is checked before any is read.
+  ``attrs_spec``: the root attributes the owner needs (``check_attrs``). Every dataset read
+  must be floating point and finite; JnstError names the file, the layer and the fix.
   """
   with open_h5(path, "weights file") as f:
     attrs = _attrs(f, path)
+    if attrs_spec is not None:
+      check_attrs(attrs, attrs_spec, str(path))
+    groups = {k: g for k, g in f.items() if isinstance(g, h5py.Group)}
     shapes = {k: {n: d.shape for n, d in g.items() if isinstance(d, h5py.Dataset)}
-              for k, g in f.items() if isinstance(g, h5py.Group)}
+              for k, g in groups.items()}
     if expected is not None:
       check_shapes(shapes, expected(attrs), str(path), what)
-    try:
-      arrays = {k: {n: f[k][n][()] for n in names} for k, names in shapes.items()}
-    except OSError:
-      raise JnstError(f"{path} is truncated or corrupt: delete it and fetch or convert it "
-                      f"again") from None
+    arrays = {}
+    for k, names in shapes.items():
+      arrays[k] = {}
+      for n in names:
+        d = groups[k][n]
+        if d.dtype.kind != "f":
+          raise JnstError(f"{path}: {k}/{n} holds {d.dtype} data, not floating point: {_FIX}")
+        try:
+          a = d[()]
+        except OSError:
+          raise JnstError(f"{path} is truncated or corrupt at {k}/{n}: {_FIX}") from None
+        if not np.all(np.isfinite(a)):
+          raise JnstError(f"{path}: {k}/{n} holds NaN or infinite values: {_FIX}")
+        arrays[k][n] = a
   return arrays, attrs
 
 
-def ensure(path, default: Path, make: Callable[[Path], Path], log: Log = stderr_log) -> Path:
+def ensure(path, default: Path | None, make: Callable[[Path], Path],
+           log: Log = stderr_log) -> Path:
   """A usable file: ``path`` if given (it must exist), else ``default``, made once with
-  ``make(default)`` if it is missing."""
+  ``make(default)`` if it is missing (``default`` is only looked at without ``path``)."""
   if path is not None:
-    path = Path(path)
-    if not path.is_file():
-      raise JnstError(f"weights file {path} does not exist: run scripts/fetch_weights.py "
-                      f"--output={path}, or omit --weights to use the default")
-    return path
+    return check_input_file(path, "weights file", f"run scripts/fetch_weights.py "
+                            f"--output={path}, or omit --weights to use the default")
   if not default.is_file():
     log(f"weights {default} not found; fetching and converting them once")
     make(default)

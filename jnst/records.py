@@ -1,7 +1,10 @@
 """Files that must appear whole or not at all, and what a run record says about the run.
 
 * ``atomic_path``: a temp file beside the target, renamed onto it only on success.
-* ``save_json``: a JSON record written that way (NumPy values converted).
+* ``save_json``: a JSON record written that way (NumPy values converted; strict JSON: a
+  non-finite number is written as ``null``, never as a bare ``NaN``/``Infinity``).
+* ``atomic_paths``: several files (an image and its record) that appear together or not at all.
+* ``ensure_writable``: checks, before any compute, that a file can be created, creating nothing.
 * ``versions``: library versions, backend, devices and CPU, shared by every script's record
   and the benchmark's machine description.
 * ``run_record``: the JSON record of one optimisation (``optimize.RunResult``).
@@ -10,9 +13,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import math
 import json
 import os
 import platform
+import stat
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -24,13 +30,12 @@ from jnst.errors import JnstError
 
 
 @contextlib.contextmanager
-def atomic_path(dst: str | os.PathLike, suffix: str = ""):
-  """Yields a temp path beside ``dst``; renames it onto ``dst`` only if the block succeeds,
-  so ``dst`` is never left half-written. Raises JnstError if the directory is unwritable."""
-  dst = Path(dst)
+def _temp_beside(dst: Path, suffix: str = ""):
+  """A temp file beside ``dst`` (parents made now), removed on exit unless renamed."""
   try:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp" + suffix, dir=dst.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp" + suffix,
+                               dir=dst.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -40,24 +45,120 @@ def atomic_path(dst: str | os.PathLike, suffix: str = ""):
                     f"location") from None
   try:
     yield Path(tmp)
-    os.replace(tmp, dst)
   finally:
     with contextlib.suppress(FileNotFoundError):
       os.unlink(tmp)
 
 
-class _Abort(Exception):
-  pass
+@contextlib.contextmanager
+def atomic_path(dst: str | os.PathLike, suffix: str = ""):
+  """Yields a temp path beside ``dst``; renames it onto ``dst`` only if the block succeeds,
+  so ``dst`` is never left half-written. Raises JnstError if the directory is unwritable
+  or ``dst`` cannot be replaced (e.g. it is a directory)."""
+  dst = Path(dst)
+  with _temp_beside(dst, suffix) as tmp:
+    yield tmp
+    try:
+      os.replace(tmp, dst)
+    except OSError as e:
+      raise JnstError(f"cannot write {dst} ({e.strerror or e}): choose another path") from None
+
+
+def _nearest_existing(path: Path) -> Path:
+  p = path
+  while not os.path.lexists(p) and p != p.parent:
+    p = p.parent
+  return p
 
 
 def ensure_writable(path: str | os.PathLike) -> None:
   """Raises JnstError now (before any compute) if a file cannot be created at ``path``;
-  leaves nothing behind."""
+  creates nothing (missing parent directories are made only when the file is written).
+
+  Refused: ``path`` is a directory or another non-file (FIFO, socket, device), a parent is
+  a file, or the nearest existing directory is not writable."""
+  path = Path(path)
+  if path.name == "":
+    raise JnstError(f"output path {str(path)!r} names no file: give a file name")
+  if os.path.lexists(path):
+    try:
+      st = os.stat(path)
+    except OSError as e:
+      raise JnstError(f"cannot write {path} ({e.strerror or e}): remove it or choose another "
+                      f"path") from None
+    if not stat.S_ISREG(st.st_mode):
+      raise JnstError(f"cannot write {path}: it is {describe(path)}, not a file; remove it or "
+                      f"choose another path")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+      raise JnstError(f"cannot write to {path.parent} (permission denied): choose a writable "
+                      f"location")
+    return
+  base = _nearest_existing(path.parent)
+  if not base.is_dir():
+    raise JnstError(f"cannot write to {path.parent}: {base} is {describe(base)}, not a "
+                    f"directory; choose another location")
+  if not os.access(base, os.W_OK | os.X_OK):
+    raise JnstError(f"cannot write to {path.parent} ({base} is not writable): choose a "
+                    f"writable location")
+
+
+def describe(path: str | os.PathLike) -> str:
+  """What is at ``path``, in words: "a directory", "a FIFO", "a symlink loop", "missing", ..."""
+  path = Path(path)
   try:
-    with atomic_path(path):
-      raise _Abort
-  except _Abort:
-    pass
+    st = os.stat(path)
+  except FileNotFoundError:
+    return "a broken symlink" if os.path.islink(path) else "missing"
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      return "a symlink loop"
+    if e.errno == errno.ENOTDIR:
+      return "under a file, not a directory"
+    return f"unreadable ({e.strerror or e})"
+  for test, what in ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a directory"),
+                     (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                     (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+    if test(st.st_mode):
+      return what
+  return "not a regular file"
+
+
+def check_input_file(path: str | os.PathLike, what: str, fix: str = "check the path") -> Path:
+  """``path`` as a Path if it is a readable regular file; else JnstError saying what it is
+  (missing, a directory, a FIFO, a symlink loop, ...) and ``fix``."""
+  path = Path(path)
+  if str(path) == "":
+    raise JnstError(f"{what}: the path is empty: {fix}")
+  kind = describe(path)
+  if kind == "missing":
+    raise JnstError(f"{what} {path} does not exist: {fix}")
+  if kind != "a file":
+    raise JnstError(f"{what} {path} is {kind}, not a file: {fix}")
+  if not os.access(path, os.R_OK):
+    raise JnstError(f"{what} {path} is not readable (permission denied): {fix}")
+  return path
+
+
+@contextlib.contextmanager
+def atomic_paths(*dsts: str | os.PathLike):
+  """Like ``atomic_path`` for several files that must appear together or not at all (an
+  image and its record): yields one temp path per target; only when the block succeeds
+  are they renamed onto their targets, and if a rename fails the ones already renamed are
+  removed again (a previous file they replaced is then gone too: the pair stays consistent)."""
+  with contextlib.ExitStack() as stack:
+    tmps = [stack.enter_context(_temp_beside(Path(d))) for d in dsts]
+    yield tmps
+    done = []
+    try:
+      for tmp, dst in zip(tmps, dsts):
+        os.replace(tmp, dst)
+        done.append(dst)
+    except OSError as e:
+      for dst in done:
+        with contextlib.suppress(OSError):
+          os.unlink(dst)
+      raise JnstError(f"cannot write {dst} ({e.strerror or e}); nothing was written: "
+                      f"choose another output path") from None
 
 
 def _json_default(o):
@@ -70,10 +171,34 @@ def _json_default(o):
   raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def strict(o):
+  """``o`` with every non-finite float (NaN, ±inf; NumPy included) replaced by None, so
+  it serialises as strict JSON (``null``)."""
+  if isinstance(o, Mapping):
+    return {k: strict(v) for k, v in o.items()}
+  if isinstance(o, (list, tuple)):
+    return [strict(v) for v in o]
+  if isinstance(o, np.ndarray):
+    return strict(o.tolist())
+  if isinstance(o, (float, np.floating)):
+    return float(o) if math.isfinite(o) else None
+  if isinstance(o, np.generic):
+    return o.item()
+  return o
+
+
+def dumps(record) -> str:
+  """Strict JSON text of ``record`` (non-finite numbers as null; NumPy values and paths
+  converted)."""
+  return json.dumps(strict(record), indent=2, default=_json_default, allow_nan=False) + "\n"
+
+
 def save_json(path: str | os.PathLike, record: Mapping) -> Path:
-  """Writes a JSON record atomically (NumPy scalars/arrays and paths converted)."""
+  """Writes a JSON record atomically. Strict JSON: NaN and ±inf are written as ``null``
+  (a run's ``status`` says why a loss is missing); NumPy scalars/arrays and paths converted."""
+  text = dumps(record)
   with atomic_path(path) as tmp:
-    tmp.write_text(json.dumps(record, indent=2, default=_json_default, allow_nan=True) + "\n")
+    tmp.write_text(text)
   return Path(path)
 
 

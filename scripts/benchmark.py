@@ -59,6 +59,7 @@ def main(argv):
   cfg = cli.benchmark_config()
   out = Path(FLAGS.output_dir)
   records.ensure_writable(out / "benchmark.json")
+  records.ensure_writable(out / "benchmark.md")
   if "torch" in cfg.frameworks:
     from jnst.bench import torch_ref
     torch_ref.torch()  # A clear error now if torch is missing.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from absl import flags
 
-from jnst import cli
+from jnst import cli, records
 from jnst.backbones import resnet, vgg
 
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write our file (default: $JNST_WEIGHTS, "
@@ -33,6 +33,7 @@ _RESNET = flags.DEFINE_enum("backbone", "vgg19", ["vgg19", *resnet.VARIANTS], "W
 
 def resnet_main(name):
   out = _OUTPUT.value or resnet.default_path(name)
+  records.ensure_writable(out)
   if _FROM.value:
     resnet.load_params(_FROM.value, expect=name)  # Checks the file is this variant's.
     resnet.rewrite(_FROM.value, out, _DTYPE.value)
@@ -50,6 +51,7 @@ def main(argv):
   if _RESNET.value in resnet.VARIANTS:
     return resnet_main(_RESNET.value)
   out = _OUTPUT.value or vgg.default_path()
+  records.ensure_writable(out)  # A directory or unwritable place fails before any work.
   if _FROM.value:
     vgg.rewrite(vgg.ensure_file(_FROM.value), out, _DTYPE.value)
     return

@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 from absl import flags
 
-from jnst import cli, images, records, study
+from jnst import cli, records, study
 from jnst.errors import JnstError
 
 cli.define_common_flags()
@@ -45,7 +45,8 @@ _DIVERSITY_LAYERS = flags.DEFINE_list("diversity_layers", None, "Layers of the f
 FLAGS = flags.FLAGS
 NOT_HERE = {"output": "--output_dir", "seed": "--first_seed and --num_seeds",
             "all_blocks": "--sweep=layer:relu1_1,relu2_1,relu3_1,relu4_1,relu5_1",
-            "save_every": "nothing (intermediate images are not written here)"}
+            "save_every": "nothing (intermediate images are not written here)",
+            "resume": "nothing (a study is not resumable: run it again)"}
 
 
 def main(argv):
@@ -58,16 +59,17 @@ def main(argv):
   experiment, out_dir = _EXPERIMENT.value, Path(_OUTPUT_DIR.value)
   if out_dir.exists() and not out_dir.is_dir():
     raise JnstError(f"--output_dir={out_dir} is a file: choose a directory")
-  seeds = list(range(_FIRST_SEED.value, _FIRST_SEED.value + _NUM_SEEDS.value))
   sweep = study.parse_sweep(_SWEEP.value, experiment)
   cfg = cli.CONFIGS[experiment]()
   if _DIVERSITY_LAYERS.value:
     cfg.get_backbone().validate_layers(_DIVERSITY_LAYERS.value)
   variants = study.variants(sweep, cfg, cli.input_spec())
-  loaded = [cli.load_inputs(v.inputs, experiment) for v in variants]  # Bad inputs fail here.
-  records.ensure_writable(out_dir / "summary.json")
-  params = cli.load_params(cfg)
   per_batch = "auto" if _PER_BATCH.value == "auto" else int(_PER_BATCH.value)
+  seeds = cli.study_plan(variants, sweep, experiment, _FIRST_SEED.value, _NUM_SEEDS.value,
+                         per_batch, out_dir, lambda v, s: study.member_name(
+                             sweep, v, s, _NUM_SEEDS.value))  # Memory, outputs: before compute.
+  loaded = [cli.load_inputs(v.inputs, experiment) for v in variants]  # Bad inputs fail here.
+  params = cli.load_params(cfg)
   what = f"{len(seeds)} seeds ({seeds[0]}...{seeds[-1]})" + (
       f" x {sweep.flag} in {','.join(sweep.values)} "
       f"({'vmapped' if sweep.batched else 'one after another'})" if sweep else "")
@@ -81,15 +83,11 @@ def main(argv):
                 for i, s in enumerate(first.styles)})
   summary["image_size"].update({k: list(v.shape[:2]) for k, v in shown.items()})
   summary.update(inputs=paths, flags=cli.flag_values(), versions=records.versions())
-  if jax.process_index() != 0:
-    return
-  for m, im in zip(res.members, res.images):
-    images.save_image(out_dir / m["file"], im)
-  images.save_image(out_dir / "grid.png", study.grid(shown, res, sweep, len(seeds)))
-  images.save_image(out_dir / "losses.png", study.loss_curves(res, experiment))
-  records.save_json(out_dir / "summary.json", summary)
-  print(f"wrote {len(res.members)} images, grid.png, losses.png and summary.json to {out_dir} "
-        f"({summary['images_per_second']:.3g} images/s)", flush=True)
+  if jax.process_index() == 0:
+    print(f"{summary['images_per_second']:.3g} images/s", flush=True)
+    cli.write_study(out_dir, res, {"grid.png": study.grid(shown, res, sweep, len(seeds)),
+                                   "losses.png": study.loss_curves(res, experiment),
+                                   "summary.json": summary})
 
 
 def run():

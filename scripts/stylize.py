@@ -4,7 +4,7 @@ r"""Neural style transfer (Gatys et al.): the main job.
   python scripts/stylize.py --content=photo.jpg --style=painting.jpg --output=out.png --size=256
 """
 
-from jnst import cli, experiments
+from jnst import cli
 
 cli.define_common_flags()
 cli.define_stylize_flags()
@@ -17,11 +17,11 @@ def main(argv):
   print(f"stylizing {j.paths['content']} ({content.shape[1]}x{content.shape[0]}) with "
         f"{', '.join(j.paths['style'])}: {j.cfg.opt.optimizer}, {j.cfg.opt.steps} steps",
         flush=True)
-  rgb, res = experiments.run(j.cfg, j.params, j.inputs, cli.Printer(j.out))
+  rgb, res, resumed = cli.solve(j.cfg, j.params, j.inputs, j.out)
   cli.write_outputs(j.out, rgb, cli.record(
       res, j.cfg, inputs=j.paths, image_size={"content": list(content.shape[:2]),
                                               "style": [list(s.shape[:2]) for s in j.inputs.styles],
-                                              "output": list(rgb.shape[:2])}))
+                                              "output": list(rgb.shape[:2])}, **resumed), res)
 
 
 def run():

