@@ -140,37 +140,58 @@ def warping_error(stylised, flows, masks) -> float:
 # ------------------------------------------------------------------ synthetic camera move
 
 
-def camera_move(photo: np.ndarray, num_frames: int, size: tuple[int, int],
-                pan: tuple[float, float] = (0.15, 0.05), zoom: float = 1.15):
-  """A clip made from ``photo`` (RGB (H0, W0, 3)) by a smooth camera move, and its true flow.
+class CameraMove:
+  """A clip made from ``photo`` (RGB (H0, W0, 3)) by a smooth camera move, with its true flow.
 
   Frame t views the photo through a window of ``size`` (h, w) output pixels centred at c_t
   with s_t photo pixels per output pixel: output pixel p (relative to the frame centre) shows
   photo point q = c_t + s_t p. Over the clip the centre moves by ``pan`` (fractions of the
-  photo's (width, height)) and the scale shrinks by ``zoom`` (zooming in). Returns
-  (frames (T, h, w, 3) float32, backward flows (T, h, w, 2), masks (T, h, w)) where
-  flow[t] = flow(t, t−1) exactly (flow[0] and mask[0] are zeros); masks are 1 where the
-  point is inside frame t−1 (nothing is occluded in a pan over a flat photo).
+  photo's (width, height)) and the scale shrinks by ``zoom`` (zooming in). ``frames``:
+  (T, h, w, 3) float32 in [0, 1]; calling ``move(t, s)`` gives (flow(t, s), mask) exactly —
+  the mask is 1 where the point is inside frame s (nothing is occluded in a move over a flat
+  photo) — so it is a flow provider for ``jnst.video.run``.
   """
-  photo = np.asarray(photo, np.float32)
-  ph, pw = photo.shape[:2]
+
+  seconds = 0.0
+
+  def __init__(self, photo: np.ndarray, num_frames: int, size: tuple[int, int],
+               pan: tuple[float, float] = (0.15, 0.05), zoom: float = 1.15):
+    photo = np.asarray(photo, np.float32)
+    ph, pw = photo.shape[:2]
+    h, w = size
+    n = max(num_frames - 1, 1)
+    base = 0.75 * min(ph / h, pw / w)  # Photo pixels per output pixel at the start.
+    self.centres = [(ph / 2 + pan[1] * ph * (t / n - 0.5), pw / 2 + pan[0] * pw * (t / n - 0.5))
+                    for t in range(num_frames)]
+    self.scales = [base / zoom ** (t / n) for t in range(num_frames)]
+    self.py, self.px = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2,
+                                   indexing="ij")
+    frames = []
+    for t in range(num_frames):
+      qy, qx = self._photo_points(t)
+      frames.append(np.stack([np.asarray(jax.scipy.ndimage.map_coordinates(
+          jnp.asarray(photo[..., c]), [jnp.asarray(qy), jnp.asarray(qx)], order=1,
+          mode="nearest")) for c in range(3)], -1))
+    self.frames = np.clip(np.stack(frames), 0, 1)
+
+  def _photo_points(self, t):
+    return (self.centres[t][0] + self.scales[t] * self.py,
+            self.centres[t][1] + self.scales[t] * self.px)
+
+  def __call__(self, t: int, s: int) -> tuple[np.ndarray, np.ndarray]:
+    qy, qx = self._photo_points(t)
+    fy = (qy - self.centres[s][0]) / self.scales[s] - self.py
+    fx = (qx - self.centres[s][1]) / self.scales[s] - self.px
+    f = np.stack([fx, fy], -1).astype(np.float32)
+    return f, np.asarray(inside(jnp.asarray(f)))
+
+
+def camera_move(photo: np.ndarray, num_frames: int, size: tuple[int, int],
+                pan: tuple[float, float] = (0.15, 0.05), zoom: float = 1.15):
+  """``CameraMove``'s (frames (T, h, w, 3), flows (T, h, w, 2), masks (T, h, w)) with
+  flows[t] = flow(t, t−1) (flows[0] and masks[0] are zeros)."""
+  move = CameraMove(photo, num_frames, size, pan, zoom)
   h, w = size
-  n = max(num_frames - 1, 1)
-  base = 0.75 * min(ph / h, pw / w)  # Photo pixels per output pixel at the start.
-  centres = [np.array([ph / 2 + pan[1] * ph * (t / n - 0.5), pw / 2 + pan[0] * pw * (t / n - 0.5)])
-             for t in range(num_frames)]
-  scales = [base / zoom ** (t / n) for t in range(num_frames)]
-  py, px = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
-  frames, flows, masks = [], [np.zeros((h, w, 2), np.float32)], [np.zeros((h, w), np.float32)]
-  for t in range(num_frames):
-    qy, qx = centres[t][0] + scales[t] * py, centres[t][1] + scales[t] * px
-    frames.append(np.stack([np.asarray(jax.scipy.ndimage.map_coordinates(
-        jnp.asarray(photo[..., c]), [jnp.asarray(qy), jnp.asarray(qx)], order=1, mode="nearest"))
-        for c in range(3)], -1))
-    if t:
-      fy = (qy - centres[t - 1][0]) / scales[t - 1] - py
-      fx = (qx - centres[t - 1][1]) / scales[t - 1] - px
-      flow = np.stack([fx, fy], -1).astype(np.float32)
-      flows.append(flow)
-      masks.append(np.asarray(inside(jnp.asarray(flow))))
-  return np.clip(np.stack(frames), 0, 1), np.stack(flows), np.stack(masks)
+  pairs = [(np.zeros((h, w, 2), np.float32), np.zeros((h, w), np.float32))]
+  pairs += [move(t, t - 1) for t in range(1, num_frames)]
+  return move.frames, np.stack([f for f, _ in pairs]), np.stack([m for _, m in pairs])

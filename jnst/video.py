@@ -31,7 +31,8 @@ for videos"; repository manuelruder/artistic-videos):
 
 A run takes a sequence of per-frame problems (``frame_problems`` builds them lazily from a
 ``StylizeConfig``) and a flow provider ``flows(t, s) -> (flow(t, s), mask)`` (default:
-OpenCV DIS on the content frames, ``jnst.flow``; a synthetic clip passes its true flow).
+OpenCV DIS on the content frames, ``jnst.flow``; a synthetic clip passes its true flow,
+``flow.CameraMove``).
 ``store`` (optional) keeps finished frames so an interrupted run resumes: ``store.load(t)``
 gives ``(x, info)`` or None, ``store.save(t, x, info)`` keeps one (``jnst.video_io`` has the
 on-disk one). Frames are stored in the backbone's input space as float32, so a resumed run
@@ -192,18 +193,6 @@ class ContentFlows:
       self._memo[(t, s)] = flow.pair(self.frames, t, s)
       self.seconds += time.perf_counter() - t0
     return self._memo[(t, s)]
-
-
-class KnownFlows:
-  """A flow provider from known backward flows (``flow.camera_move``): only (t, t−1)."""
-
-  def __init__(self, flows, masks):
-    self.flows, self.masks, self.seconds = flows, masks, 0.0
-
-  def __call__(self, t: int, s: int):
-    if s != t - 1:
-      raise JnstError(f"only the flow from frame t to t-1 is known, asked for ({t}, {s})")
-    return self.flows[t], self.masks[t]
 
 
 # ---------------------------------------------------------------- results and progress

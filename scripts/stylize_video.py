@@ -31,10 +31,9 @@ def load_clip():
   photo = images.load_image(FLAGS.content or demo.content_path(), 2 * FLAGS.size)
   n = FLAGS.max_frames or 8
   size = (round(FLAGS.size * 9 / 16), FLAGS.size)
-  frames, flows, masks = flow.camera_move(photo, FLAGS.start + n, size)
+  move = flow.CameraMove(photo, n, size)
   src = f"camera move over {FLAGS.content or 'the demo photo'}"
-  clip = video_io.Clip(list(frames[FLAGS.start:]), FLAGS.fps or 25.0, src, list(range(n)))
-  return clip, video.KnownFlows(flows[FLAGS.start:], masks[FLAGS.start:])
+  return video_io.Clip(list(move.frames), FLAGS.fps or 25.0, src, list(range(n))), move
 
 
 def main(argv):
