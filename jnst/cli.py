@@ -136,7 +136,7 @@ def define_video_flags():
   _define("enum", "temporal", "sequential", ["none", "sequential", "batch"], "none: frame by "
           "frame (naive); sequential: Ruder et al. (warped init + temporal loss); batch: all "
           "frames of a window at once, multi-pass (jnst/video.py).")
-  _define("float", "temporal_weight", 1e2, "Weight of the temporal loss (a mean squared "
+  _define("float", "temporal_weight", 1e9, "Weight of the temporal loss (a mean squared "
           "difference in RGB 0-255 steps).", check=_finite_nonneg,
           message="must be a finite number >= 0")
   _define("list", "temporal_offsets", ["1"], "Sequential mode: earlier frames the temporal "

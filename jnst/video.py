@@ -70,7 +70,7 @@ class VideoConfig:
   frames per batch (0: all).
   """
   mode: str = "sequential"
-  temporal_weight: float = 1e2
+  temporal_weight: float = 1e9
   offsets: tuple[int, ...] = (1,)
   passes: int = 4
   blend: float = 0.5
