@@ -27,7 +27,6 @@ Gradients are central differences (one-sided at the border).
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
