@@ -64,6 +64,8 @@ SEQUENTIAL = {
     "init": Option("cfg", "init", ("stylize",)),
     "pooling": Option("cfg", "pooling", ALL),
     "variant": Option("cfg", "variant", ALL),
+    "style_loss": Option("cfg", "style_loss", ("synthesize", "stylize")),
+    "color_transfer": Option("cfg", "color_transfer", ("stylize",)),
     "compute_dtype": Option("cfg", "compute_dtype", ALL),
     "optimizer": Option("opt", "optimizer", ALL),
     "linesearch": Option("opt", "linesearch", ALL),

