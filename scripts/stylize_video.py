@@ -15,6 +15,7 @@ from pathlib import Path
 from absl import flags
 
 from jnst import cli, demo, flow, images, records, video, video_io
+from jnst.errors import JnstError
 
 cli.define_common_flags(default_steps=200, default_size=256)
 cli.define_stylize_flags()
@@ -41,6 +42,9 @@ def main(argv):
   out = Path(FLAGS.output or "out/stylized.mp4")
   video_io.check_output(out)
   records.ensure_writable(out.with_suffix(".json"))
+  if FLAGS["content_mask"].value or FLAGS["style_mask"].value:
+    raise JnstError("--content_mask/--style_mask are not supported for video yet (one mask per "
+                    "frame would be needed): leave them out")
   cfg, vcfg = cli.stylize_config(), cli.video_config()
   clip, flows = load_clip()
   side = max(images.MIN_SIDE, round(FLAGS.style_scale * FLAGS.size))
