@@ -31,6 +31,7 @@ import jnst.memory as memory
 import jnst.optimize as optimize
 import jnst.records as records
 import jnst.snapshots as snapshots
+import jnst.video as video
 from jnst.errors import JnstError
 
 FLAGS = flags.FLAGS
@@ -180,6 +181,43 @@ def define_reconstruct_flags():
           "backbone's content layer; VGG: relu4_2, ResNet-50: layer2.3).")
   _define("bool", "all_blocks", False, "Reconstruct at the first layer of every block "
           "(VGG: relu1_1 ... relu5_1, the paper's conv_1 ... conv_5) instead of --layer.")
+
+
+def define_video_flags():
+  """scripts/stylize_video.py's own flags (jnst.video, jnst.video_io)."""
+  _define("string", "input", None, "Video file, animated GIF or directory of frames (default: "
+          "the Big Buck Bunny demo clip).")
+  _define("integer", "start", 0, "First frame (index after --fps resampling).", lower_bound=0)
+  _define("integer", "max_frames", None, "At most this many frames (default: all).",
+          lower_bound=1)
+  _define("float", "fps", None, "Resample the input to this frame rate (default: its own).",
+          check=lambda v: math.isfinite(v) and v > 0, message="must be a finite number > 0")
+  _define("enum", "temporal", "sequential", ["none", "sequential", "batch"], "none: frame by "
+          "frame (naive); sequential: Ruder et al. (warped init + temporal loss); batch: all "
+          "frames of a window at once, multi-pass (jnst/video.py).")
+  _define("float", "temporal_weight", 1e9, "Weight of the temporal loss (a mean squared "
+          "difference in RGB 0-255 steps).", check=_finite_nonneg,
+          message="must be a finite number >= 0")
+  _define("list", "temporal_offsets", ["1"], "Sequential mode: earlier frames the temporal "
+          "loss compares with (1 = previous; 1,2,4 adds Ruder's long-term terms).")
+  _define("integer", "passes", 4, "Batch mode: passes (--steps are split over them).",
+          lower_bound=2)
+  _define("float", "blend", 0.5, "Batch mode: δ, weight of a frame's own previous pass in its "
+          "next initial image.", check=lambda v: 0 <= v <= 1, message="must be in [0, 1]")
+  _define("integer", "window", 0, "Batch mode: frames per batch (0: the whole clip).",
+          lower_bound=0)
+  _define("string", "cache_dir", None, "Finished frames are kept here per run id, to resume "
+          "(default: <output>.cache).")
+  _define("bool", "camera_move", False, "Instead of --input: a synthetic pan and zoom over "
+          "--content (default: the demo photo) with known flow; --max_frames frames (default 8).")
+
+
+def video_config():
+  """The video flags -> ``video.VideoConfig`` (validated against the optimiser flags)."""
+  offsets = _ints(FLAGS.temporal_offsets, "temporal_offsets")
+  return video.VideoConfig(mode=FLAGS.temporal, temporal_weight=FLAGS.temporal_weight,
+                           offsets=offsets, passes=FLAGS.passes, blend=FLAGS.blend,
+                           window=FLAGS.window).validate(opt_config())
 
 
 # ------------------------------------------------------------------ flags -> configs

