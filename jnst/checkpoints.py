@@ -90,10 +90,15 @@ def read(path) -> tuple[dict, dict, dict]:
 
 def check_meta(meta: dict, expected: dict, path) -> None:
   """JnstError naming the first key of ``expected`` whose value ``meta`` does not share."""
+  plain = lambda v: json.loads(json.dumps(v))
   for k, v in expected.items():
-    if json.loads(json.dumps(meta.get(k))) != json.loads(json.dumps(v)):
-      raise JnstError(f"checkpoint {path} is incompatible: its {k} is {meta.get(k)!r}, this "
-                      f"run's is {v!r}; use a new --output directory or matching flags")
+    have = plain(meta.get(k))
+    if have != plain(v):
+      if isinstance(v, dict) and isinstance(have, dict):  # Name the differing entry.
+        k, have, v = next((f"{k}.{j}", have.get(j), w) for j, w in plain(v).items()
+                          if have.get(j) != w)
+      raise JnstError(f"checkpoint {path} is incompatible: its {k} is {have!r}, this run's "
+                      f"is {v!r}; use a new --output directory or matching flags")
 
 
 def restore(template, raw_state: dict, path):

@@ -188,12 +188,13 @@ def build(cfg: FFConfig, params, styles: Sequence[np.ndarray],
 # ---------------------------------------------------------------- loss and step
 
 
-def loss(net_params, batch, shared, member, *, obj: objective.Objective, cfg: FFConfig):
-  """(mean loss over the batch, {term: mean weighted value}) of one network on ``batch``
-  (B, H, W, 3) RGB [0, 1]; ``member``: that network's row of ``Setup.members``."""
+def loss(net_params, batch, shared, member, *, obj: objective.Objective, net: tuple):
+  """(mean loss over the batch, {term: mean weighted value}) of one network with
+  ``net`` = (width, num_res_blocks) on ``batch`` (B, H, W, 3) RGB [0, 1]; ``member``: that
+  network's row of ``Setup.members``."""
   bb = obj.backbone
   content_layers = next(t.layers for t in obj.terms if t.name == "content")
-  y = transformer_net.apply(net_params, batch, **cfg.net)
+  y = transformer_net.apply(net_params, batch, *net)
   target = jax.lax.stop_gradient(bb.features(shared["params"], bb.preprocess(
       shared["params"], batch), content_layers))
   data = {"params": shared["params"], "layer_weights": shared["layer_weights"],
@@ -206,8 +207,8 @@ def loss(net_params, batch, shared, member, *, obj: objective.Objective, cfg: FF
   return jnp.mean(values), jax.tree.map(jnp.mean, terms)
 
 
-def make_tx(cfg: FFConfig) -> optax.GradientTransformation:
-  return optax.adam(cfg.learning_rate)
+def make_tx(learning_rate: float) -> optax.GradientTransformation:
+  return optax.adam(learning_rate)
 
 
 def init_state(cfg: FFConfig, n: int) -> dict:
@@ -216,17 +217,17 @@ def init_state(cfg: FFConfig, n: int) -> dict:
   params = transformer_net.init(jax.random.key(cfg.seed), **cfg.net)
   stacked = jax.tree.map(lambda a: jnp.broadcast_to(a, (n, *a.shape)), params)
   return {"step": jnp.zeros((), jnp.int32), "params": stacked,
-          "opt_state": jax.vmap(make_tx(cfg).init)(stacked)}
+          "opt_state": jax.vmap(make_tx(cfg.learning_rate).init)(stacked)}
 
 
-def step(state: dict, batch, shared, members, *, obj, cfg: FFConfig):
+def step(state: dict, batch, shared, members, *, obj, net: tuple, learning_rate: float):
   """One Adam step of every network on ``batch``: (new state, {"loss": (N,), "terms":
   {term: (N,)}}). Pure; ``train_step`` is its jitted, donated form."""
-  tx = make_tx(cfg)
+  tx = make_tx(learning_rate)
 
   def one(params, opt_state, member):
     (value, terms), grads = jax.value_and_grad(loss, has_aux=True)(
-        params, batch, shared, member, obj=obj, cfg=cfg)
+        params, batch, shared, member, obj=obj, net=net)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, value, terms
 
@@ -235,10 +236,18 @@ def step(state: dict, batch, shared, members, *, obj, cfg: FFConfig):
           {"loss": value, "terms": terms})
 
 
-@functools.lru_cache(maxsize=16)
 def train_step(obj: objective.Objective, cfg: FFConfig):
-  """``step`` jitted with the state donated (its buffers are reused for the new state)."""
-  return jax.jit(functools.partial(step, obj=obj, cfg=cfg), donate_argnums=0)
+  """``step`` for ``cfg``'s network and learning rate, jitted with the state donated (its
+  buffers are reused for the new state). Compiled once per (objective, network, learning
+  rate, shapes): loss weights and style targets are data, so configs that differ only in
+  them share the program."""
+  return _train_step(obj, (cfg.width, cfg.num_res_blocks), float(cfg.learning_rate))
+
+
+@functools.lru_cache(maxsize=16)
+def _train_step(obj, net, learning_rate):
+  return jax.jit(functools.partial(step, obj=obj, net=net, learning_rate=learning_rate),
+                 donate_argnums=0)
 
 
 @functools.lru_cache(maxsize=16)

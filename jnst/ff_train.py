@@ -68,8 +68,9 @@ def _compatible(meta: dict) -> dict:
 
 def train_and_evaluate(cfg: feedforward.FFConfig, opts: RunOptions, params,
                        log: Callable[[str], None] = print) -> dict:
-  """Trains ``cfg``'s networks with backbone ``params`` and writes ``opts.output``;
-  returns the run record (also written as record.json)."""
+  """Trains ``cfg``'s networks with backbone ``params`` (or a function returning them, called
+  once the inputs are checked) and writes ``opts.output``; returns the run record (also
+  written as record.json)."""
   cfg = cfg.validate()
   out, main = Path(opts.output), jax.process_index() == 0
   ckpt_dir = out / "checkpoints"
@@ -81,6 +82,7 @@ def train_and_evaluate(cfg: feedforward.FFConfig, opts: RunOptions, params,
   records.ensure_writable(out / "record.json")
   photos = data.scan(opts.data_dir, opts.hold_out, log)
   style_imgs = [images.load_image(p, cfg.style_size or cfg.image_size) for p in opts.styles]
+  params = params() if callable(params) else params
   setup = feedforward.build(cfg, params, style_imgs, [Path(p).stem for p in opts.styles])
   m = feedforward.mesh()
   local = feedforward.check_batch(cfg.batch_size, m)
@@ -89,7 +91,7 @@ def train_and_evaluate(cfg: feedforward.FFConfig, opts: RunOptions, params,
   if opts.resume and checkpoints.list_steps(ckpt_dir):
     path = checkpoints.find(ckpt_dir)
     old, raw, history = checkpoints.read(path)
-    checkpoints.check_meta(old, _compatible(meta), path)
+    checkpoints.check_meta(_compatible(old), _compatible(meta), path)
     state = checkpoints.restore(jax.device_get(state), raw, path)
     log(f"resuming from {path} (step {int(state['step'])})")
   start = int(state["step"])

@@ -13,7 +13,10 @@ fractionally strided convs), for ``width`` w (default 32):
   nearest ×2, 3x3 conv w  → IN → ReLU
   9x9 conv 3             → sigmoid
 
-Every conv is reflection-padded by ``k // 2`` then VALID (no zero borders). Instance norm:
+Every conv is reflection-padded by ``k // 2`` then VALID (no zero borders); only the last has
+a bias (the others' biases would be removed by the instance norm that follows: their gradient
+is zero up to rounding, which Adam would blow up to full-size noise steps; for the same reason
+the second norm of a residual block has a scale but no shift). Instance norm:
 per image and channel over H×W, biased variance, eps 1e-5, a learned scale and shift per
 channel (``torch.nn.InstanceNorm2d(affine=True)``).
 
@@ -29,12 +32,15 @@ cropped to the input's H×W, keeping its top-left corner (where the strided conv
 from). Sides that are multiples of 4 are not cropped. Sides of at least 8 px are supported
 (``MIN_SIDE``: reflection padding needs the map to be larger than the pad).
 
-Params (``TransformerNet(...).init``): {"params": {"conv_in": {"conv": {"kernel": (9, 9, 3, w)
-HWIO, "bias"}, "norm": {"scale", "bias"}}, "down1", "down2", "res0" … "res4" ({"conv1",
-"norm1", "conv2", "norm2"}), "up1", "up2", "conv_out": {"kernel", "bias"}}}.
+Params (``init``): {"conv_in": {"layer": {"conv": {"kernel": (9, 9, 3, w) HWIO}}, "norm":
+{"scale", "bias"}}, "down1", "down2", "up1", "up2" (alike), "res0" … "res4" ({"conv1",
+"conv2": {"conv": {"kernel"}}, "norm1", "norm2": {"scale"}}), "conv_out": {"conv": {"kernel",
+"bias"}}}.
 """
 
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -59,27 +65,31 @@ def instance_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 
 
 
 class InstanceNorm(nn.Module):
-  """``instance_norm`` with learned per-channel scale (init 1) and bias (init 0)."""
+  """``instance_norm`` with learned per-channel scale (init 1) and bias (init 0; none when
+  not ``use_bias``)."""
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
     scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32) if self.use_bias else 0.0
     return instance_norm(x, scale, bias)
 
 
 class ConvLayer(nn.Module):
-  """Reflection pad k // 2, then a k×k conv with ``stride`` (VALID)."""
+  """Reflection pad k // 2, then a k×k conv with ``stride`` (VALID); with a bias only when
+  ``use_bias`` (a conv followed by instance norm has none: the norm subtracts it again)."""
   features: int
   kernel: int
   stride: int = 1
+  use_bias: bool = False
 
   @nn.compact
   def __call__(self, x):
     x = reflect_pad(x, self.kernel // 2)
     return nn.Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
-                   padding="VALID", name="conv")(x)
+                   padding="VALID", use_bias=self.use_bias, name="conv")(x)
 
 
 class ConvNormRelu(nn.Module):
@@ -99,13 +109,15 @@ class ConvNormRelu(nn.Module):
 
 class ResidualBlock(nn.Module):
   """x + IN(conv(ReLU(IN(conv(x))))), 3×3 convs of the input's width (no ReLU after the sum,
-  as in the PyTorch example and Gross & Wilber's residual blocks)."""
+  as in the PyTorch example and Gross & Wilber's residual blocks). The second norm has no
+  bias: a per-channel constant added there is removed by the next block's (and up1's)
+  instance norm, so its gradient is zero up to rounding."""
 
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
     y = nn.relu(InstanceNorm(name="norm1")(ConvLayer(c, 3, name="conv1")(x)))
-    y = InstanceNorm(name="norm2")(ConvLayer(c, 3, name="conv2")(y))
+    y = InstanceNorm(use_bias=False, name="norm2")(ConvLayer(c, 3, name="conv2")(y))
     return x + y
 
 
@@ -125,7 +137,7 @@ class TransformerNet(nn.Module):
       y = ResidualBlock(name=f"res{i}")(y)
     y = ConvNormRelu(2 * c, 3, upsample=2, name="up1")(y)
     y = ConvNormRelu(c, 3, upsample=2, name="up2")(y)
-    y = ConvLayer(3, 9, name="conv_out")(y)
+    y = ConvLayer(3, 9, use_bias=True, name="conv_out")(y)
     return jax.nn.sigmoid(y[:, :h, :w, :])
 
 
@@ -137,6 +149,11 @@ def output_size(h: int, w: int) -> tuple[int, int]:
 def init(key: jax.Array, width: int = 32, num_res_blocks: int = 5) -> dict:
   """Fresh params of ``TransformerNet(width, num_res_blocks)`` (Flax default initialisers:
   LeCun-normal kernels, zero biases; instance norm scale 1, bias 0). Size independent."""
+  return _init(key, width, num_res_blocks)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _init(key, width, num_res_blocks):
   net = TransformerNet(width, num_res_blocks)
   return net.init(key, jnp.zeros((1, 16, 16, 3), jnp.float32))["params"]
 

@@ -74,7 +74,7 @@ def main(argv):
       data_dir=_DATA.value or str(data.demo_photos()), output=_OUT.value, resume=_RESUME.value,
       checkpoint_every=_CKPT.value, keep=_KEEP.value, sample_every=_SAMPLE.value,
       log_every=_LOG.value, hold_out=_HOLD.value)
-  params = cfg.get_backbone().load(_WEIGHTS.value)
+  params = lambda: cfg.get_backbone().load(_WEIGHTS.value)  # After the inputs are checked.
   rec = ff_train.train_and_evaluate(cfg, opts, params, log=lambda m: print(m, flush=True))
   print(f"wrote {opts.output}/record.json, losses.png, samples/ and {rec['checkpoint']} "
         f"({rec['images_per_second'] or float('nan'):.3g} images/s)")
