@@ -101,7 +101,8 @@ def load_crop(path: Path, size: int, rng: np.random.Generator | None) -> np.ndar
   if rng is None:
     y, x, flip = (h - size) // 2, (w - size) // 2, False
   else:
-    y, x, flip = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1)), rng.random() < 0.5
+    y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+    flip = rng.random() < 0.5
   a = a[y:y + size, x:x + size]
   return a[:, ::-1] if flip else a
 

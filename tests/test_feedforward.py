@@ -132,7 +132,8 @@ def photos(d: Path, n=3) -> Path:
   d.mkdir(parents=True, exist_ok=True)
   rng = np.random.default_rng(0)
   for i in range(n):
-    Image.fromarray(rng.integers(0, 255, (40 + 4 * i, 48, 3), dtype=np.uint8)).save(d / f"p{i}.png")
+    a = rng.integers(0, 255, (40 + 4 * i, 48, 3), dtype=np.uint8)
+    Image.fromarray(a).save(d / f"p{i}.png")
   return d
 
 

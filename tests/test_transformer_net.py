@@ -1,6 +1,6 @@
 """The image transformation network: shapes at odd sizes, instance norm against NumPy, and
-parity with a PyTorch module of the same architecture (the PyTorch examples' TransformerNet
-with our sigmoid output and crop)."""
+parity with the PyTorch module of the same architecture (``jnst.bench.ff_torch``: the PyTorch
+examples' TransformerNet with our sigmoid output, crop and biases)."""
 
 import jax
 import jax.numpy as jnp
@@ -55,78 +55,6 @@ def test_reflect_pad_is_torchs():
 # ------------------------------------------------------------------ PyTorch parity
 
 
-def torch_net(width, num_res_blocks):
-  """The same network in PyTorch (NCHW)."""
-  import torch
-  from torch import nn
-
-  class Conv(nn.Module):
-    def __init__(self, cin, cout, k, stride=1, up=1, bias=False):
-      super().__init__()
-      self.up, self.pad = up, nn.ReflectionPad2d(k // 2)
-      self.conv = nn.Conv2d(cin, cout, k, stride, bias=bias)
-
-    def forward(self, x):
-      if self.up > 1:
-        x = nn.functional.interpolate(x, scale_factor=self.up, mode="nearest")
-      return self.conv(self.pad(x))
-
-  class CNR(nn.Module):
-    def __init__(self, *a, **kw):
-      super().__init__()
-      self.layer, self.norm = Conv(*a, **kw), nn.InstanceNorm2d(a[1], affine=True)
-
-    def forward(self, x):
-      return torch.relu(self.norm(self.layer(x)))
-
-  class Res(nn.Module):
-    def __init__(self, c):
-      super().__init__()
-      self.conv1, self.norm1 = Conv(c, c, 3), nn.InstanceNorm2d(c, affine=True)
-      self.conv2, self.norm2 = Conv(c, c, 3), nn.InstanceNorm2d(c, affine=True)
-
-    def forward(self, x):
-      return x + self.norm2(self.conv2(torch.relu(self.norm1(self.conv1(x)))))
-
-  class Net(nn.Module):
-    def __init__(self):
-      super().__init__()
-      c = width
-      self.conv_in, self.down1, self.down2 = CNR(3, c, 9), CNR(c, 2 * c, 3, 2), CNR(2 * c, 4 * c, 3, 2)
-      self.res = nn.ModuleList([Res(4 * c) for _ in range(num_res_blocks)])
-      self.up1, self.up2 = CNR(4 * c, 2 * c, 3, up=2), CNR(2 * c, c, 3, up=2)
-      self.conv_out = Conv(c, 3, 9, bias=True)
-
-    def forward(self, x):
-      h, w = x.shape[2:]
-      y = self.down2(self.down1(self.conv_in(x)))
-      for r in self.res:
-        y = r(y)
-      return torch.sigmoid(self.conv_out(self.up2(self.up1(y)))[:, :, :h, :w])
-
-  return Net()
-
-
-def load_torch(net, params):
-  """Copies Flax params (HWIO kernels) into the torch module (OIHW): Flax path
-  res0/conv1/conv/kernel is torch's res.0.conv1.conv.weight, norm scale its weight."""
-  import re
-  import torch
-  state = {}
-  for path, a in jax.tree_util.tree_flatten_with_path(params)[0]:
-    name = re.sub(r"^res(\d+)", r"res.\1", ".".join(k.key for k in path))
-    name = re.sub(r"\.(kernel|scale)$", ".weight", name)
-    a = np.array(a)
-    state[name] = torch.from_numpy(np.ascontiguousarray(a.transpose(3, 2, 0, 1) if a.ndim == 4
-                                                        else a))
-  for k, v in net.state_dict().items():  # Residual blocks' norm2 has no shift here.
-    if k.endswith("norm2.bias"):
-      state[k] = torch.zeros_like(v)
-  assert set(state) == set(net.state_dict())
-  net.load_state_dict(state)
-  return net
-
-
 @pytest.mark.parametrize("h,w", [(32, 32), (21, 30)])
 def test_torch_parity(h, w):
   torch = pytest.importorskip("torch")
@@ -136,7 +64,9 @@ def test_torch_parity(h, w):
       lambda p, a: a + 0.1 * jax.random.normal(jax.random.key(len(str(p))), a.shape)
       if p[-1].key in ("scale", "bias") else a, params)
   x = np.random.default_rng(0).uniform(size=(2, h, w, 3)).astype(np.float32)
-  want = load_torch(torch_net(8, 2), params)(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+  from jnst.bench import ff_torch
+  want = ff_torch.load(ff_torch.transformer_net_module(8, 2), params)(
+      torch.from_numpy(x.transpose(0, 3, 1, 2)))
   want = want.detach().numpy().transpose(0, 2, 3, 1)
   got = np.asarray(jax.jit(tn.apply, static_argnums=(2, 3))(params, jnp.asarray(x), 8, 2))
   assert got.shape == want.shape
