@@ -153,3 +153,45 @@ def training(params, style: np.ndarray, ns=(1, 2, 4), size: int = 128, batch_siz
                  "first_step_s": first, "images_per_s": batch_size * n / step_s,
                  "images_per_s_per_network": batch_size / step_s})
   return rows
+
+
+def quality(params, model, style: np.ndarray, photos, cfg: feedforward.FFConfig,
+            network: int = 0, opt_steps: int = 200) -> list[dict]:
+  """For each square photo (RGB [0, 1], not trained on): the content and style terms
+  (weighted, the training objective's: ``cfg``'s layers, loss weights of network ``network``
+  (no sweep) and variant) of the network's output and of
+  the optimisation result for the same pair (``jnst.stylize``'s L-BFGS from the content image,
+  ``opt_steps`` steps, on the same objective), and their ratios (network / optimisation)."""
+  import jnst.experiments as experiments
+  rows = []
+  for photo in photos:
+    photo = np.asarray(photo, np.float32)
+    c = dataclasses.replace(cfg, image_size=min(photo.shape[:2]), sweep=None)
+    setup = feedforward.build(c, params, [style])
+    member = jax.tree.map(lambda a: a[0], setup.members)
+    y = feedforward.stylize(feedforward.member_params(model.params, network), photo, model.net)
+    bb = setup.objective.backbone
+    target = bb.extract(params, jnp.asarray(photo)[None], c.content_layers)
+    data = {**setup.shared, "loss_weights": member["loss_weights"],
+            "targets": {"content": {l: v[0] for l, v in target.items()},
+                        "style": member["style"]}}
+    terms = lambda rgb: {k: float(v) for k, v in setup.objective(
+        bb.preprocess(params, jnp.asarray(rgb)), data)[1].items()}
+    scfg = experiments.StylizeConfig(
+        backbone=c.backbone, pooling=c.pooling, variant=c.variant,
+        content_layers=c.content_layers, style_layers=c.style_layers,
+        content_weight=float(member["loss_weights"]["content"]),
+        style_weight=float(member["loss_weights"]["style"]),
+        tv_weight=float(member["loss_weights"]["tv"]))
+    scfg = dataclasses.replace(scfg, opt=dataclasses.replace(scfg.opt, steps=opt_steps,
+                                                             chunk=opt_steps))
+    problem = scfg.build(params, experiments.Inputs(photo, (style,)))
+    # The optimisation's own style target is the raw Gram at the style's size; ours rescales
+    # it to the output's positions (jnst.feedforward). Optimise our objective exactly:
+    problem = dataclasses.replace(problem, data={**problem.data, "targets": {
+        **problem.data["targets"], "style": member["style"]}})
+    opt_rgb, _ = experiments.solve(problem, scfg.opt)
+    a, b = terms(y), terms(opt_rgb)
+    rows.append({"size": list(photo.shape[:2]), "network": a, "optimisation": b,
+                 "ratio": {k: a[k] / b[k] if b[k] else None for k in a}})
+  return rows
