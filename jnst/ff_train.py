@@ -208,12 +208,24 @@ def write_loss_plot(out: Path, history: np.ndarray, labels: Sequence[str]) -> No
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-  """A trained model: stacked params of N networks, their labels, the network shape."""
+  """A trained model: stacked params of N networks, their labels, the network shape, and
+  the checkpoint's meta (config, styles)."""
   path: Path
   params: dict
   labels: list[str]
   net: dict
   step: int
+  meta: dict = dataclasses.field(default_factory=dict)
+
+  def config(self, which: int | str = 0) -> feedforward.FFConfig:
+    """The training config of network ``which`` (its swept loss weight filled in)."""
+    c = {k: tuple(v) if isinstance(v, list) else v for k, v in self.meta["config"].items()}
+    sweep = c.pop("sweep")
+    cfg = feedforward.FFConfig(**c)
+    if sweep:
+      flag, values = sweep
+      cfg = dataclasses.replace(cfg, **{flag: values[self.member(which) % len(values)]})
+    return cfg
 
   def member(self, which: int | str = 0) -> int:
     """The index of network ``which`` (an index or a label)."""
@@ -243,4 +255,4 @@ def load_model(path) -> Model:
                     f"version") from None
   host = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
   state = checkpoints.restore(host, raw, file)
-  return Model(file, state["params"], labels, net, int(meta["step"]))
+  return Model(file, state["params"], labels, net, int(meta["step"]), meta)

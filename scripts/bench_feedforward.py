@@ -8,9 +8,12 @@ Needs torch for the inference comparison (pip install 'jnst[bench]'). Training u
 loss network (--weights, default fetched once) and the demo painting as the style.
 """
 
+import json
+from pathlib import Path
+
 from absl import flags
 
-from jnst import cli, demo, feedforward, images, records
+from jnst import cli, data, demo, feedforward, ff_train, images, records
 from jnst.bench import ff_torch
 
 _OUT = flags.DEFINE_string("output", "out/bench_feedforward.json", "JSON results.")
@@ -23,6 +26,10 @@ _STEPS = flags.DEFINE_integer("steps", 5, "Timed training steps per N.", lower_b
 _WEIGHTS = flags.DEFINE_string("weights", None, "VGG-19 weights file.")
 _BACKBONE = flags.DEFINE_string("backbone", "vgg19", "Loss network.")
 _SKIP = flags.DEFINE_list("skip", [], "Parts to skip: inference, training.")
+_MODEL = flags.DEFINE_string("model", None, "Quality: a trained model dir; its held-back photos "
+                             "(record.json) vs the optimisation result.")
+_Q_SIZE = flags.DEFINE_integer("quality_size", 128, "Quality: photo crop side.", lower_bound=16)
+_OPT_STEPS = flags.DEFINE_integer("opt_steps", 200, "Quality: L-BFGS steps.", lower_bound=1)
 
 
 def main(argv):
@@ -47,8 +54,24 @@ def main(argv):
     for r in rec["training"]:
       print(f"| {r['networks']} | {r['step_s']:.2f} | {r['images_per_s']:.2f} | "
             f"{r['images_per_s_per_network']:.2f} |", flush=True)
+  if _MODEL.value:
+    rec["quality"] = quality()
   records.save_json(_OUT.value, rec)
   print(f"wrote {_OUT.value}")
+
+
+def quality():
+  model = ff_train.load_model(_MODEL.value)
+  cfg = model.config(0)
+  held = json.loads((Path(_MODEL.value) / "record.json").read_text())["data"]["held"]
+  photos = [data.load_crop(Path(p), _Q_SIZE.value, None) for p in held]
+  style = images.load_image(model.meta["styles"][0], cfg.style_size or cfg.image_size)
+  rows = ff_torch.quality(cfg.get_backbone().load(_WEIGHTS.value), model, style, photos, cfg,
+                          0, _OPT_STEPS.value)
+  for p, r in zip(held, rows):
+    print(f"{Path(p).name}: network/optimisation content {r['ratio']['content']:.2f}x, style "
+          f"{r['ratio']['style']:.2f}x ({r['network']} vs {r['optimisation']})", flush=True)
+  return rows
 
 
 def run():

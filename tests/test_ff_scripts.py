@@ -91,6 +91,8 @@ def test_public_api(trained):
   y = jnst.stylize_fast(x, model, network=1)
   assert y.shape == x.shape and 0 < y.min() and y.max() < 1
   np.testing.assert_array_equal(jnst.stylize_fast(x, out, network="style_weight=10"), y)
+  assert model.config(1).style_weight == 10.0 and model.config(0).style_weight == 1.0
+  assert model.config(0).width == 4 and model.config(0).content_layers == ("relu1_2",)
   with pytest.raises(jnst.JnstError, match="no network"):
     jnst.stylize_fast(x, model, network="nope")
 
