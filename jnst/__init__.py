@@ -29,7 +29,8 @@ from jnst.errors import JnstError
 from jnst.experiments import Inputs, ReconstructConfig, StylizeConfig, SynthesizeConfig, run
 from jnst.optimize import OptConfig, Report, RunResult
 
-__all__ = ["stylize", "reconstruct", "synthesize", "run_seeds", "load_backbone", "StylizeConfig",
+__all__ = ["stylize", "reconstruct", "synthesize", "run_seeds", "load_backbone", "stylize_fast",
+           "load_fast_model", "StylizeConfig",
            "ReconstructConfig", "SynthesizeConfig", "OptConfig", "Inputs", "Report", "RunResult",
            "JnstError"]
 
@@ -112,3 +113,22 @@ def run_seeds(experiment: str, content=None, style=None, seeds: Sequence[int] = 
   rec = {k: v for k, v in dataclasses.asdict(res).items() if k != "x"}
   return problem.rgb(res.x), {**rec, "config": dataclasses.asdict(cfg),
                               "versions": records.versions()}
+
+
+def load_fast_model(path):
+  """A feed-forward model trained by scripts/train_feedforward.py: its output directory (the
+  newest checkpoint) or a checkpoint file -> ``ff_train.Model`` (N networks and their labels)."""
+  import jnst.ff_train as ff_train
+  return ff_train.load_model(path)
+
+
+def stylize_fast(content, model, network: int | str = 0) -> np.ndarray:
+  """``content`` (RGB [0, 1], (H, W, 3) of any size >= 8 px, or (N, H, W, 3)) through one
+  network of a feed-forward ``model`` (a path or ``load_fast_model``'s result; ``network``:
+  index or label): the stylised RGB in (0, 1), the same size. Compiled once per shape."""
+  import jnst.feedforward as feedforward
+  import jnst.ff_train as ff_train
+  if not isinstance(model, ff_train.Model):
+    model = load_fast_model(model)
+  k = model.member(network)
+  return feedforward.stylize(feedforward.member_params(model.params, k), content, model.net)

@@ -1,0 +1,169 @@
+"""The image transformation network of Johnson, Alahi & Fei-Fei, "Perceptual Losses for
+Real-Time Style Transfer and Super-Resolution" (ECCV 2016), as a Flax module.
+
+Architecture (the paper's supplementary Table 1, with the instance norm of Ulyanov et al.
+2016 and the upsample+conv of the PyTorch examples' ``fast_neural_style`` instead of
+fractionally strided convs), for ``width`` w (default 32):
+
+  9x9 conv w, stride 1   → IN → ReLU
+  3x3 conv 2w, stride 2  → IN → ReLU
+  3x3 conv 4w, stride 2  → IN → ReLU
+  ``num_res_blocks`` (5) residual blocks: x + IN(conv3x3(ReLU(IN(conv3x3(x)))))
+  nearest ×2, 3x3 conv 2w → IN → ReLU
+  nearest ×2, 3x3 conv w  → IN → ReLU
+  9x9 conv 3             → sigmoid
+
+Every conv is reflection-padded by ``k // 2`` then VALID (no zero borders); only the last has
+a bias (the others' biases would be removed by the instance norm that follows: their gradient
+is zero up to rounding, which Adam would blow up to full-size noise steps; for the same reason
+the second norm of a residual block has a scale but no shift). Instance norm:
+per image and channel over H×W, biased variance, eps 1e-5, a learned scale and shift per
+channel (``torch.nn.InstanceNorm2d(affine=True)``).
+
+Input and output are RGB in [0, 1], (N, H, W, 3) float32. The output is a sigmoid of the
+last conv: always in (0, 1) and never clipped, so every pixel keeps a gradient (the PyTorch
+example emits unbounded 0-255 values and clamps when saving; Johnson's Lua code a scaled
+tanh). The input is used as is (no mean subtraction: instance norm after the first conv
+removes the per-channel offset anyway).
+
+Any size: a stride-2 conv of a side s gives ceil(s / 2), so the bottleneck is
+ceil(ceil(H/2)/2) and the ×4 upsampled output 4·ceil(H/4) ≥ H (and likewise W); the output is
+cropped to the input's H×W, keeping its top-left corner (where the strided convs sample
+from). Sides that are multiples of 4 are not cropped. Sides of at least 8 px are supported
+(``MIN_SIDE``: reflection padding needs the map to be larger than the pad).
+
+Params (``init``): {"conv_in": {"layer": {"conv": {"kernel": (9, 9, 3, w) HWIO}}, "norm":
+{"scale", "bias"}}, "down1", "down2", "up1", "up2" (alike), "res0" … "res4" ({"conv1",
+"conv2": {"conv": {"kernel"}}, "norm1", "norm2": {"scale"}}), "conv_out": {"conv": {"kernel",
+"bias"}}}.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+MIN_SIDE = 8
+EPS = 1e-5
+
+
+def reflect_pad(x: jax.Array, p: int) -> jax.Array:
+  """Reflection padding of (N, H, W, C) by ``p`` on every side of H and W (the edge pixel
+  is not repeated, as ``torch.nn.ReflectionPad2d``)."""
+  return jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect") if p else x
+
+
+def instance_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = EPS):
+  """(x - mean) / sqrt(var + eps) * scale + bias, statistics per image and channel over
+  (H, W) of (N, H, W, C); biased variance."""
+  mean = jnp.mean(x, axis=(1, 2), keepdims=True)
+  var = jnp.mean(jnp.square(x - mean), axis=(1, 2), keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(var + eps) * scale + bias
+
+
+class InstanceNorm(nn.Module):
+  """``instance_norm`` with learned per-channel scale (init 1) and bias (init 0; none when
+  not ``use_bias``)."""
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32) if self.use_bias else 0.0
+    return instance_norm(x, scale, bias)
+
+
+class ConvLayer(nn.Module):
+  """Reflection pad k // 2, then a k×k conv with ``stride`` (VALID); with a bias only when
+  ``use_bias`` (a conv followed by instance norm has none: the norm subtracts it again)."""
+  features: int
+  kernel: int
+  stride: int = 1
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    x = reflect_pad(x, self.kernel // 2)
+    return nn.Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
+                   padding="VALID", use_bias=self.use_bias, name="conv")(x)
+
+
+class ConvNormRelu(nn.Module):
+  """ConvLayer → InstanceNorm → ReLU, after a nearest ×``upsample`` when asked."""
+  features: int
+  kernel: int
+  stride: int = 1
+  upsample: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    if self.upsample > 1:
+      x = jnp.repeat(jnp.repeat(x, self.upsample, axis=1), self.upsample, axis=2)
+    x = ConvLayer(self.features, self.kernel, self.stride, name="layer")(x)
+    return nn.relu(InstanceNorm(name="norm")(x))
+
+
+class ResidualBlock(nn.Module):
+  """x + IN(conv(ReLU(IN(conv(x))))), 3×3 convs of the input's width (no ReLU after the sum,
+  as in the PyTorch example and Gross & Wilber's residual blocks). The second norm has no
+  bias: a per-channel constant added there is removed by the next block's (and up1's)
+  instance norm, so its gradient is zero up to rounding."""
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    y = nn.relu(InstanceNorm(name="norm1")(ConvLayer(c, 3, name="conv1")(x)))
+    y = InstanceNorm(use_bias=False, name="norm2")(ConvLayer(c, 3, name="conv2")(y))
+    return x + y
+
+
+class TransformerNet(nn.Module):
+  """RGB [0, 1] (N, H, W, 3) -> stylised RGB in (0, 1), the same shape (module docstring)."""
+  width: int = 32
+  num_res_blocks: int = 5
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h, w = x.shape[1:3]
+    c = self.width
+    y = ConvNormRelu(c, 9, name="conv_in")(x)
+    y = ConvNormRelu(2 * c, 3, 2, name="down1")(y)
+    y = ConvNormRelu(4 * c, 3, 2, name="down2")(y)
+    for i in range(self.num_res_blocks):
+      y = ResidualBlock(name=f"res{i}")(y)
+    y = ConvNormRelu(2 * c, 3, upsample=2, name="up1")(y)
+    y = ConvNormRelu(c, 3, upsample=2, name="up2")(y)
+    y = ConvLayer(3, 9, use_bias=True, name="conv_out")(y)
+    return jax.nn.sigmoid(y[:, :h, :w, :])
+
+
+def output_size(h: int, w: int) -> tuple[int, int]:
+  """The uncropped output size for an (h, w) input: 4·ceil(h/4), 4·ceil(w/4)."""
+  return 4 * -(-h // 4), 4 * -(-w // 4)
+
+
+def init(key: jax.Array, width: int = 32, num_res_blocks: int = 5) -> dict:
+  """Fresh params of ``TransformerNet(width, num_res_blocks)`` (Flax default initialisers:
+  LeCun-normal kernels, zero biases; instance norm scale 1, bias 0). Size independent."""
+  return _init(key, width, num_res_blocks)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _init(key, width, num_res_blocks):
+  net = TransformerNet(width, num_res_blocks)
+  return net.init(key, jnp.zeros((1, 16, 16, 3), jnp.float32))["params"]
+
+
+def apply(params, x: jax.Array, width: int = 32, num_res_blocks: int = 5) -> jax.Array:
+  """``TransformerNet(width, num_res_blocks)`` on RGB (N, H, W, 3) or (H, W, 3)."""
+  single = x.ndim == 3
+  y = TransformerNet(width, num_res_blocks).apply({"params": params}, x[None] if single else x)
+  return y[0] if single else y
+
+
+def num_params(params) -> int:
+  return sum(int(a.size) for a in jax.tree.leaves(params))

@@ -1,0 +1,73 @@
+"""The image transformation network: shapes at odd sizes, instance norm against NumPy, and
+parity with the PyTorch module of the same architecture (``jnst.bench.ff_torch``: the PyTorch
+examples' TransformerNet with our sigmoid output, crop and biases)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jnst import transformer_net as tn
+
+
+@pytest.fixture(scope="module")
+def small():
+  return tn.init(jax.random.key(1), width=4, num_res_blocks=2)
+
+
+@pytest.mark.parametrize("h,w", [(8, 8), (17, 23), (33, 30), (31, 9)])
+def test_any_size_gives_the_input_size(small, h, w):
+  x = jax.random.uniform(jax.random.key(2), (2, h, w, 3))
+  y = jax.jit(tn.apply, static_argnums=(2, 3))(small, x, 4, 2)
+  assert y.shape == (2, h, w, 3)
+  assert float(y.min()) > 0 and float(y.max()) < 1
+  assert tn.output_size(h, w) == (4 * -(-h // 4), 4 * -(-w // 4))
+  assert jax.eval_shape(lambda p, a: tn.apply(p, a, 4, 2), small, x[0]).shape == (h, w, 3)
+
+
+def test_params_size_independent_and_width():
+  p = jax.eval_shape(tn.init, jax.random.key(0))
+  assert tn.num_params(p) == 1_676_995  # Johnson's network: about 1.7 M.
+  assert p["conv_in"]["layer"]["conv"]["kernel"].shape == (9, 9, 3, 32)
+  assert p["down2"]["layer"]["conv"]["kernel"].shape == (3, 3, 64, 128)
+  assert p["conv_out"]["conv"]["kernel"].shape == (9, 9, 32, 3)
+  assert len([k for k in p if k.startswith("res")]) == 5
+  q = jax.eval_shape(lambda k: tn.init(k, width=8, num_res_blocks=1), jax.random.key(0))
+  assert q["res0"]["conv1"]["conv"]["kernel"].shape == (3, 3, 32, 32) and "res1" not in q
+
+
+def test_instance_norm_matches_numpy():
+  rng = np.random.default_rng(0)
+  x = rng.normal(3.0, 2.0, (2, 5, 7, 4)).astype(np.float32)
+  scale, bias = rng.normal(size=4).astype(np.float32), rng.normal(size=4).astype(np.float32)
+  mean = x.mean(axis=(1, 2), keepdims=True)
+  var = ((x - mean) ** 2).mean(axis=(1, 2), keepdims=True)
+  want = (x - mean) / np.sqrt(var + 1e-5) * scale + bias
+  np.testing.assert_allclose(tn.instance_norm(jnp.asarray(x), scale, bias), want, atol=1e-5)
+
+
+def test_reflect_pad_is_torchs():
+  x = np.arange(12, dtype=np.float32).reshape(1, 3, 4, 1)
+  got = np.asarray(tn.reflect_pad(jnp.asarray(x), 2))[0, :, :, 0]
+  assert got[2].tolist() == [2, 1, 0, 1, 2, 3, 2, 1]  # The edge pixel is not repeated.
+
+
+# ------------------------------------------------------------------ PyTorch parity
+
+
+@pytest.mark.parametrize("h,w", [(32, 32), (21, 30)])
+def test_torch_parity(h, w):
+  torch = pytest.importorskip("torch")
+  params = tn.init(jax.random.key(3), width=8, num_res_blocks=2)
+  # Perturb the instance-norm affines so they matter.
+  params = jax.tree_util.tree_map_with_path(
+      lambda p, a: a + 0.1 * jax.random.normal(jax.random.key(len(str(p))), a.shape)
+      if p[-1].key in ("scale", "bias") else a, params)
+  x = np.random.default_rng(0).uniform(size=(2, h, w, 3)).astype(np.float32)
+  from jnst.bench import ff_torch
+  want = ff_torch.load(ff_torch.transformer_net_module(8, 2), params)(
+      torch.from_numpy(x.transpose(0, 3, 1, 2)))
+  want = want.detach().numpy().transpose(0, 2, 3, 1)
+  got = np.asarray(jax.jit(tn.apply, static_argnums=(2, 3))(params, jnp.asarray(x), 8, 2))
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, atol=1e-4)
