@@ -194,8 +194,8 @@ SHARDED = textwrap.dedent("""
       for b in batches:
         x = ff.put_batch(b[:ff.check_batch(4, m)], m)
         state, metrics = fn(state, x, shared, members)
-      out[name] = {"loss": np.asarray(metrics["loss"]).tolist(),
-                   "params": np.concatenate([np.ravel(a) for a in jax.tree.leaves(state["params"])]),
+      flat = np.concatenate([np.ravel(a) for a in jax.tree.leaves(state["params"])])
+      out[name] = {"loss": np.asarray(metrics["loss"]).tolist(), "params": flat,
                    "shards": len(x.addressable_shards), "spec": str(x.sharding.spec)}
     d = np.abs(out["four"]["params"] - out["one"]["params"]).max()
     print(json.dumps({"devices": jax.device_count(), "max_diff": float(d),
