@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import math
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,9 @@ import jnst.demo as demo
 import jnst.experiments as experiments
 import jnst.images as images
 import jnst.optimize as optimize
+import jnst.pyramid as pyramid
 import jnst.records as records
+import jnst.study as study
 from jnst.errors import JnstError
 
 FLAGS = flags.FLAGS
@@ -81,6 +84,26 @@ def define_common_flags(default_steps: int = 500, default_size: int = 512):
           lower_bound=0)
   _define("integer", "save_every", 0, "Write an intermediate image every N steps (0: never).",
           lower_bound=0)
+  _define("bool", "remat", False, "Rematerialise the backbone's blocks in the backward pass "
+          "(jax.checkpoint): same loss and gradient, less activation memory where the "
+          "compiler honours it (BUILD.md), more time.")
+  define_pyramid_flags()
+
+
+def define_pyramid_flags(default_min_size: int | None = None):
+  """Coarse-to-fine (jnst/pyramid.py). Off unless --scales or --min_size is given."""
+  _define("list", "scales", None, "Coarse-to-fine: the longer side of each scale in px, "
+          "increasing (--size is appended if missing), e.g. 128,256,512.")
+  _define("integer", "min_size", default_min_size, "Coarse-to-fine from this longer side: "
+          "scales --size / factor**k rounded to whole px while >= min_size (512 -> 128,181,"
+          "256,362,512; aspect kept). 0 or >= --size: a single scale.", lower_bound=0)
+  _define("float", "scale_factor", pyramid.DEFAULT_FACTOR, "Ratio between neighbouring "
+          "scales (with --min_size).", check=lambda v: math.isfinite(v) and v > 1,
+          message="must be a finite number > 1")
+  _define("list", "steps_per_scale", None, "Optimiser steps at each scale, coarsest first (one "
+          "number: every scale). Default: jnst.pyramid.default_steps(--steps), coarsest-heavy.")
+  _define("list", "lbfgs_memory_per_scale", None, "L-BFGS history per scale (one number: every "
+          "scale; default --lbfgs_memory). Smaller at large sizes saves 24 bytes/px per pair.")
 
 
 def define_content_flags():
@@ -143,7 +166,7 @@ def opt_config() -> optimize.OptConfig:
 
 def _common() -> dict:
   return dict(backbone=FLAGS.backbone, pooling=FLAGS.pooling, compute_dtype=FLAGS.compute_dtype,
-              variant=FLAGS.variant, seed=FLAGS.seed, opt=opt_config())
+              variant=FLAGS.variant, seed=FLAGS.seed, opt=opt_config(), remat=FLAGS.remat)
 
 
 def _layers(name: str):
@@ -248,24 +271,90 @@ def job(experiment: str, default_output: str) -> Job:
   return Job(out, cfg, inputs, paths, load_params(cfg))
 
 
+# ------------------------------------------------------------------ coarse-to-fine
+
+
+def schedule(size: int | None = None) -> pyramid.Schedule:
+  """The pyramid schedule the flags ask for at output size ``size`` (default --size): a
+  single scale unless --scales or --min_size (> 0, < size) is given."""
+  size = size or FLAGS.size
+  ints = lambda name: _ints(FLAGS[name].value, name) if FLAGS[name].value else None
+  scales, min_size = ints("scales"), FLAGS.min_size
+  if not scales and not (min_size and min_size < size):
+    for name in ("steps_per_scale", "lbfgs_memory_per_scale"):
+      if FLAGS[name].present:
+        raise JnstError(f"--{name} needs a pyramid: give --scales or --min_size too")
+    return pyramid.single(size, FLAGS.steps)
+  return pyramid.schedule(size, FLAGS.steps, scales=scales, min_size=min_size,
+                          factor=FLAGS.scale_factor, steps_per_scale=ints("steps_per_scale"),
+                          lbfgs_memory=ints("lbfgs_memory_per_scale"))
+
+
+def solve(cfg: experiments.Config, params, inputs: experiments.Inputs, experiment: str,
+          progress: optimize.Progress | None = None):
+  """Runs ``cfg`` once, over the flags' pyramid schedule: (RGB image, the output scale's
+  ``optimize.RunResult``, extra record entries {"schedule": ...}). One scale is exactly
+  ``experiments.run``; a pyramid reloads the input files at every scale's size."""
+  sched = schedule()
+  if len(sched.sides) == 1:
+    rgb, res = experiments.run(cfg, params, inputs, progress)
+    return rgb, res, {"schedule": sched.describe()}
+  spec = input_spec()
+  at = lambda side: inputs if side == spec.size else load_inputs(
+      dataclasses.replace(spec, size=side), experiment)[0]
+  print(f"coarse-to-fine: {len(sched.sides)} scales {', '.join(map(str, sched.sides))} px, "
+        f"steps {', '.join(map(str, sched.steps))}", flush=True)
+  out = pyramid.run(cfg, params, at, sched, progress=progress)
+  return out.problem.rgb(out.x), out.result, {"schedule": sched.describe(),
+                                              "pyramid": out.describe()}
+
+
+def run_study(variants, inputs, params, sweep, seeds, per_batch, experiment: str):
+  """``study.run`` with a ``Printer`` and the flags' pyramid (``study_pyramids``)."""
+  return study.run(variants, inputs, params, sweep, seeds, per_batch, Printer(),
+                   study_pyramids(variants, experiment))
+
+
+def study_pyramids(variants, experiment: str) -> list:
+  """``study.run``'s ``pyramids``: per variant (its schedule at its --size, ``inputs_at``
+  reloading its files at each scale)."""
+  return [(schedule(v.inputs.size), lambda side, v=v: load_inputs(
+      dataclasses.replace(v.inputs, size=side), experiment)[0]) for v in variants]
+
+
 # ------------------------------------------------------------------ progress and records
 
 
 class Printer:
-  """A progress callback (``optimize.Report``): a line every --print_every steps (loss,
-  terms or the batch's spread, evaluations, ETA) and every --save_every steps an
-  intermediate image beside ``output``."""
+  """A progress callback (``optimize.Report``): a line every --print_every steps and at
+  least every ``MIN_INTERVAL`` seconds where the run reports that often (loss, terms or the
+  batch's spread, evaluations, the scale of a pyramid, ETA over everything), and every
+  --save_every steps (over all scales of a pyramid) an intermediate image beside
+  ``output``, at the output size."""
+
+  MIN_INTERVAL = 15.0
 
   def __init__(self, output: Path | None = None, label: str = ""):
     self.print_every, self.save_every = FLAGS.print_every, FLAGS.save_every
     self.output, self.label = output, label
+    self._last_line = time.monotonic()
+    self._last_saved = 0
 
   def __call__(self, r: optimize.Report) -> None:
     total = r.num_runs * r.num_batches * r.total_steps
     done = (r.run * r.num_batches + r.batch) * r.total_steps + r.step
-    eta = r.elapsed / done * (total - done) if done else float("nan")
-    if self.print_every and (r.step % self.print_every == 0 or r.step == r.total_steps):
+    frac = done / total if total else 0.0
+    if r.done_fraction is not None:  # A pyramid: its share of the work, in this run.
+      frac = (r.run * r.num_batches + r.batch + r.done_fraction) / (r.num_runs * r.num_batches)
+    eta = r.elapsed / frac * (1 - frac) if frac > 0 else float("nan")
+    now = time.monotonic()
+    due = (r.step % self.print_every == 0 or r.step == r.total_steps
+           or now - self._last_line >= self.MIN_INTERVAL) if self.print_every else False
+    if due:
+      self._last_line = now
       where, what = f"step {r.step:5d}/{r.total_steps}", f"loss {float(r.loss.mean()):.5g}"
+      if r.num_scales > 1:
+        where = f"scale {r.scale + 1}/{r.num_scales} ({r.side} px) {where}"
       if r.loss.ndim == 0:
         what += " (" + " ".join(f"{k} {float(v):.4g}" for k, v in r.terms.items()) + ")"
       else:
@@ -274,9 +363,12 @@ class Printer:
                 f"{r.loss.max():.4g}]")
       print(f"{self.label}{r.label}{where} {what} evals {int(r.evals.max())} elapsed "
             f"{r.elapsed:.1f}s eta {eta:.0f}s", flush=True)
-    if (self.save_every and self.output and r.step % self.save_every == 0
-        and r.step < r.total_steps):
-      path = self.output.with_name(f"{self.output.stem}_{r.step:05d}.png")
+    step = r.step if r.global_step is None else r.global_step
+    last = r.step == r.total_steps and r.scale == r.num_scales - 1
+    if (self.save_every and self.output and step // self.save_every > self._last_saved
+        and not last):
+      self._last_saved = step // self.save_every
+      path = self.output.with_name(f"{self.output.stem}_{step:05d}.png")
       images.save_image(path, r.image())
 
 

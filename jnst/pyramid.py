@@ -190,7 +190,8 @@ def resize(a, hw: Sequence[int], method: str = "cubic"):
   return jax.image.resize(a, (*a.shape[:-3], *hw, a.shape[-1]), method)
 
 
-def resizer(inputs: experiments.Inputs, size: int | None = None) -> Callable[[int], experiments.Inputs]:
+def resizer(inputs: experiments.Inputs,
+            size: int | None = None) -> Callable[[int], experiments.Inputs]:
   """``inputs_at(side)`` from in-memory images: the content (and init) image resized to
   longer side ``side``, each style image by the same factor (relative to the output, as a
   single run at that size sizes it); antialiased Lanczos-3 downsampling. ``size``: the

@@ -6,7 +6,7 @@ r"""Content reconstruction from white noise at a backbone layer (Gatys et al., F
 
 from absl import flags
 
-from jnst import cli, experiments, metrics
+from jnst import cli, metrics
 
 cli.define_common_flags()
 cli.define_reconstruct_flags()
@@ -23,9 +23,10 @@ def main(argv):
     cfg = cli.reconstruct_config(layer)
     print(f"reconstructing {paths['content']} ({content.shape[1]}x{content.shape[0]}) from "
           f"noise (seed {cfg.seed}) at {layer}", flush=True)
-    rgb, res = experiments.run(cfg, params, inputs, cli.Printer(target, f"{layer} "))
+    rgb, res, extra = cli.solve(cfg, params, inputs, "reconstruct",
+                                cli.Printer(target, f"{layer} "))
     cli.write_outputs(target, rgb, cli.record(
-        res, cfg, layer=layer, inputs=paths, psnr_db=metrics.psnr(rgb, content),
+        res, cfg, **extra, layer=layer, inputs=paths, psnr_db=metrics.psnr(rgb, content),
         image_size={"content": list(content.shape[:2]), "output": list(rgb.shape[:2])}))
 
 

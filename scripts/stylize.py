@@ -4,7 +4,7 @@ r"""Neural style transfer (Gatys et al.): the main job.
   python scripts/stylize.py --content=photo.jpg --style=painting.jpg --output=out.png --size=256
 """
 
-from jnst import cli, experiments
+from jnst import cli
 
 cli.define_common_flags()
 cli.define_stylize_flags()
@@ -17,9 +17,9 @@ def main(argv):
   print(f"stylizing {j.paths['content']} ({content.shape[1]}x{content.shape[0]}) with "
         f"{', '.join(j.paths['style'])}: {j.cfg.opt.optimizer}, {j.cfg.opt.steps} steps",
         flush=True)
-  rgb, res = experiments.run(j.cfg, j.params, j.inputs, cli.Printer(j.out))
+  rgb, res, extra = cli.solve(j.cfg, j.params, j.inputs, "stylize", cli.Printer(j.out))
   cli.write_outputs(j.out, rgb, cli.record(
-      res, j.cfg, inputs=j.paths, image_size={"content": list(content.shape[:2]),
+      res, j.cfg, **extra, inputs=j.paths, image_size={"content": list(content.shape[:2]),
                                               "style": [list(s.shape[:2]) for s in j.inputs.styles],
                                               "output": list(rgb.shape[:2])}))
 

@@ -3,7 +3,7 @@ r"""Texture synthesis from the Gram matrices of backbone layers (Gatys et al. 20
   python scripts/synthesize.py --style=painting.jpg --style_layers=block1,block2,block3 --output=out/tex.png
 """
 
-from jnst import cli, experiments
+from jnst import cli
 
 cli.define_common_flags()
 cli.define_style_flags()
@@ -16,9 +16,9 @@ def main(argv):
   layers = bb.expand_layers(j.cfg.style_layers or bb.default_style_layers)  # Validated: not empty.
   print(f"synthesizing the texture of {style_path} ({style.shape[1]}x{style.shape[0]}) from "
         f"{', '.join(layers)} (seed {j.cfg.seed})", flush=True)
-  rgb, res = experiments.run(j.cfg, j.params, j.inputs, cli.Printer(j.out))
+  rgb, res, extra = cli.solve(j.cfg, j.params, j.inputs, "synthesize", cli.Printer(j.out))
   cli.write_outputs(j.out, rgb, cli.record(
-      res, j.cfg, inputs={"style": style_path},
+      res, j.cfg, **extra, inputs={"style": style_path},
       image_size={"style": list(style.shape[:2]), "output": list(rgb.shape[:2])}))
 
 

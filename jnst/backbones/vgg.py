@@ -291,7 +291,7 @@ class VGG:
 
   def describe(self) -> dict:
     return {"name": self.name, "pooling": self.pooling, "compute_dtype": self.compute_dtype,
-            "remat": self.remat}
+            **({"remat": True} if self.remat else {})}
 
   def with_options(self, pooling: str | None = None, compute_dtype: str | None = None,
                    remat: bool | None = None) -> VGG:
