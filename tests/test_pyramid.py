@@ -181,3 +181,32 @@ def test_remat_same_loss_and_gradient(random_params, layers):
     np.testing.assert_allclose(t1[k], t0[k], rtol=1e-5)
   np.testing.assert_allclose(g1, g0, rtol=1e-5, atol=1e-5 * float(jnp.abs(g0).max()))
   assert math.isfinite(float(l0))
+
+
+# ------------------------------------------------------------------ the scripts
+
+
+def test_stylize_script_coarse_to_fine(tmp_path, random_weights_file):
+  from PIL import Image
+  from tests.test_scripts import make_images, run_script
+  make_images(tmp_path)
+  out = tmp_path / "out" / "p.png"
+  p = run_script("stylize", f"--weights={random_weights_file}", "--size=32", "--steps=4",
+                 f"--content={tmp_path / 'content.png'}", f"--style={tmp_path / 'style.jpg'}",
+                 f"--output={out}", "--content_layers=relu2_1", "--style_layers=relu1_1",
+                 "--scales=24", "--steps_per_scale=2,3", "--print_every=1", "--save_every=2")
+  assert p.returncode == 0, p.stderr
+  assert "coarse-to-fine: 2 scales 24, 32 px" in p.stdout and "scale 2/2 (32 px)" in p.stdout
+  assert Image.open(out).size == (32, 27)
+  # Intermediate images over both scales (global steps 2 and 4), at the output size.
+  for step in (2, 4):
+    assert Image.open(tmp_path / "out" / f"p_{step:05d}.png").size == (32, 27)
+  rec = __import__("json").loads(out.with_suffix(".json").read_text())
+  assert rec["schedule"] == {"sides": [24, 32], "steps": [2, 3], "lbfgs_memory": None,
+                             "rule": "steps per scale given"}
+  assert [s["shape"] for s in rec["pyramid"]["scales"]] == [[20, 24, 3], [27, 32, 3]]
+  assert rec["evaluations"] == 4  # The output scale's record, 3 steps + the final loss.
+  bad = run_script("stylize", f"--weights={random_weights_file}", "--size=32",
+                   f"--content={tmp_path / 'content.png'}", f"--style={tmp_path / 'style.jpg'}",
+                   f"--output={out}", "--steps_per_scale=2,3")
+  assert bad.returncode == 2 and "--steps_per_scale needs a pyramid" in bad.stderr
