@@ -287,7 +287,9 @@ class _Progress:
   """Wraps a progress callback: scale fields, global step, work share, total elapsed and
   images upsampled to the output size."""
 
-  def __init__(self, progress, sched: Schedule, pixels: Sequence[int], out_hw):
+  def __init__(self, progress, sched: Schedule, out_hw, first_pixels: int):
+    # Pixels per scale, estimated from the first scale's (the ETA's weights).
+    pixels = [first_pixels * (s / sched.sides[0]) ** 2 for s in sched.sides]
     self.progress, self.sched, self.pixels, self.out_hw = progress, sched, pixels, out_hw
     self.work = [p * s for p, s in zip(pixels, sched.steps)]
     self.t0 = time.perf_counter()
@@ -310,7 +312,15 @@ class _Progress:
     return report
 
 
-def _problems(cfg, params, inputs_at, sched: Schedule, out_shape=None):
+def output_hw(cfg: experiments.Config, inputs: experiments.Inputs) -> tuple[int, int]:
+  """(H, W) of ``cfg``'s result for ``inputs`` (the content's; a synthesis: its size or
+  the style's)."""
+  if isinstance(cfg, experiments.SynthesizeConfig):
+    return tuple(cfg.size) if cfg.size is not None else tuple(np.shape(inputs.styles[0])[:2])
+  return tuple(np.shape(inputs.content)[:2])
+
+
+def _problems(cfg, params, inputs_at, sched: Schedule):
   """Yields (scale, config, problem) per scale; a synthesis of a given ``size`` is scaled."""
   for i, side in enumerate(sched.sides):
     c = cfg
@@ -351,13 +361,12 @@ def run(cfg: experiments.Config, params, inputs_at: Callable[[int], experiments.
   arrays). Returns a ``PyramidResult``; ``result.problem.rgb(result.x)`` is the image.
   """
   sched = sched.validate()
+  out_hw = output_hw(cfg, inputs_at(sched.sides[-1]))
   t0, scales, prev, wrap = time.perf_counter(), [], None, None
   for i, c, problem in _problems(cfg, params, inputs_at, sched):
     pixels = problem.shape[0] * problem.shape[1]
     if wrap is None:
-      out = shape_at(problem.shape, sched.sides[-1])
-      wrap = _Progress(progress, sched, [pixels * (s / sched.sides[i]) ** 2
-                                         for s in sched.sides], out[:2])
+      wrap = _Progress(progress, sched, out_hw, pixels)
     opt = _scale_opt(c.opt, sched, i, pixels)
     adjust = None
     if prev is None:
@@ -384,23 +393,23 @@ def run_members(cfg: experiments.Config, params, inputs_at: Callable[[int], expe
   upsampled result. ``result`` is the last scale's ``BatchResult``."""
   sched = sched.validate()
   seeds = batched.check_seeds(seeds)
+  out_hw = output_hw(cfg, inputs_at(sched.sides[-1]))
   t0, scales, prev, wrap = time.perf_counter(), [], None, None
   n = len(seeds) * (1 if values is None else len(values))
   for i, c, problem in _problems(cfg, params, inputs_at, sched):
     pixels = problem.shape[0] * problem.shape[1]
     if wrap is None:
-      out = shape_at(problem.shape, sched.sides[-1])
-      wrap = _Progress(progress, sched, [pixels * (s / sched.sides[i]) ** 2
-                                         for s in sched.sides], out[:2])
+      wrap = _Progress(progress, sched, out_hw, pixels)
     opt = _scale_opt(c.opt, sched, i, pixels, n if jax.default_backend() == "cpu" else 1)
     x0 = adjust = None
     if prev is not None:
       x0 = np.asarray(resize(prev.x, problem.shape[:2], "cubic"))
       if opt.optimizer == "adam" and prev.opt_state is not None:
-        def adjust(s, lo, hi, p=prev.opt_state, hw=problem.shape[:2]):
+        def carry(s, lo, hi, p=prev.opt_state, hw=problem.shape[:2]):
           size = s.x.shape[0]
           part = jax.tree.map(lambda a: batched._pad(np.asarray(a)[lo:hi], size), p)
           return s._replace(opt=carry_adam(s.opt, part, hw))
+        adjust = carry
     kw = dict(members_per_batch=members_per_batch, devices=devices,
               progress=wrap.at(i, problem.rgb), x0=x0, adjust=adjust)
     if values is None:

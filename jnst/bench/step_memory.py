@@ -13,7 +13,6 @@ for sizes this machine cannot run still come out (BUILD.md, "Pyramid and high re
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import jax

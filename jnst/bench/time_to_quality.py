@@ -23,7 +23,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 import jnst.experiments as experiments
 import jnst.images as images
@@ -95,6 +94,7 @@ def main(argv=None) -> dict:
   p.add_argument("--weights", default=None)
   p.add_argument("--torch_json", default=None, help="reuse a PyTorch reference record")
   p.add_argument("--skip_single", action="store_true")
+  p.add_argument("--torch_threads", type=int, default=0, help="0: torch's default")
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
   params = vgg.VGG19.load(a.weights)
@@ -102,6 +102,9 @@ def main(argv=None) -> dict:
   style = images.load_image(a.style, a.size)
   cfg = experiments.StylizeConfig(opt=optimize.OptConfig(steps=a.steps, chunk=50))
   rec = {"size": a.size, "shape": list(content.shape), "content": a.content, "style": a.style}
+  if a.torch_threads:
+    from jnst.bench import torch_ref
+    torch_ref.torch().set_num_threads(a.torch_threads)
   if a.torch_json:
     rec["torch"] = json.loads(Path(a.torch_json).read_text())["torch"]
   else:
