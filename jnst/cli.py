@@ -101,7 +101,8 @@ def define_pyramid_flags(default_min_size: int | None = None):
           "scales (with --min_size).", check=lambda v: math.isfinite(v) and v > 1,
           message="must be a finite number > 1")
   _define("list", "steps_per_scale", None, "Optimiser steps at each scale, coarsest first (one "
-          "number: every scale). Default: jnst.pyramid.default_steps(--steps), coarsest-heavy.")
+          "number: every scale). Default: jnst.pyramid.default_steps(--steps): 500 -> "
+          "200,100,...,100,200.")
   _define("list", "lbfgs_memory_per_scale", None, "L-BFGS history per scale (one number: every "
           "scale; default --lbfgs_memory). Smaller at large sizes saves 24 bytes/px per pair.")
 

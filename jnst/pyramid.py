@@ -108,12 +108,15 @@ def default_steps(num_scales: int, steps: int) -> tuple[int, ...]:
 
 
 def _coarse_heavy(num_scales: int, steps: int) -> tuple[int, ...]:
-  # The finest scale gets steps // 5, every coarser scale as many again, the coarsest twice
-  # that: 500 -> (200, 100, 100, 100, 100) for 5 scales (BENCHMARKS.md, "Pyramid").
+  # With f = steps // 5: 2f at the coarsest scale, f at each middle one, 2f at the output
+  # scale: 500 -> (200, 100, 100, 100, 200) for 5 scales (300 full-size-equivalent
+  # evaluations at 512 px instead of 500). The output scale's 2f: at 128 px a pyramid needed
+  # 75 output-scale evaluations (of 200) to reach the loss PyTorch reaches in 200
+  # (BENCHMARKS.md, "Pyramid"); f = 40 would not have.
   if num_scales == 1:
     return (steps,)
   fine = max(1, steps // 5)
-  return (2 * fine,) + (fine,) * (num_scales - 1)
+  return (2 * fine,) + (fine,) * (num_scales - 2) + (2 * fine,)
 
 
 STEP_RULE: Callable[[int, int], tuple[int, ...]] = _coarse_heavy

@@ -55,13 +55,14 @@ def test_shape_at_keeps_aspect_and_rounds_like_load_image():
 
 
 def test_schedule_steps():
-  assert pyramid.default_steps(5, 500) == (200, 100, 100, 100, 100)
+  assert pyramid.default_steps(5, 500) == (200, 100, 100, 100, 200)
+  assert pyramid.default_steps(2, 10) == (4, 4)
   assert pyramid.default_steps(1, 500) == (500,)
   s = pyramid.schedule(512, 500, min_size=128, steps_per_scale=[50])
   assert s.steps == (50,) * 5 and s.rule == "steps per scale given"
   s = pyramid.schedule(512, 500, scales=[256], lbfgs_memory=[100, 20])
   assert (s.sides, s.lbfgs_memory) == ((256, 512), (100, 20))
-  assert pyramid.schedule(512, 500, min_size=128).describe()["steps"] == [200, 100, 100, 100, 100]
+  assert pyramid.schedule(512, 500, min_size=128).describe()["steps"] == [200, 100, 100, 100, 200]
   with pytest.raises(JnstError, match="step counts for 3 scales"):
     pyramid.schedule(512, 500, scales=[128, 256], steps_per_scale=[1, 2])
   with pytest.raises(JnstError, match="history"):
