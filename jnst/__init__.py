@@ -110,7 +110,7 @@ def run_seeds(experiment: str, content=None, style=None, seeds: Sequence[int] = 
   problem = cfg.build(_params(cfg, options), Inputs(content, styles))
   res = batched.run_seeds(problem, list(seeds), cfg.opt, members_per_batch=members_per_batch,
                           progress=options.get("progress"))
-  rec = {k: v for k, v in dataclasses.asdict(res).items() if k != "x"}
+  rec = {k: v for k, v in dataclasses.asdict(res).items() if k not in ("x", "opt_state")}
   return problem.rgb(res.x), {**rec, "config": dataclasses.asdict(cfg),
                               "versions": records.versions()}
 

@@ -91,6 +91,7 @@ class BatchResult:
   batch_choice: str
   devices: list[str]
   sharding: str
+  opt_state: object = None  # Adam only: the final optax state, member axis first (NumPy).
 
   @property
   def final_loss(self) -> np.ndarray:
@@ -193,23 +194,26 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
 
 def run_seeds(problem: Problem, seeds: Sequence[int], opt: optimize.OptConfig, *,
               members_per_batch: int | str | None = "auto", devices: Sequence | None = None,
-              progress: optimize.Progress | None = None) -> BatchResult:
+              progress: optimize.Progress | None = None, x0=None, adjust=None) -> BatchResult:
   """Solves ``problem`` from each seed's initial image, vmapped and sharded.
 
   members_per_batch: "auto" (``auto_batch_size``), a number (memory bound), or None/0 (all
   at once). progress: called with an ``optimize.Report`` every ``opt.chunk`` steps, its
-  arrays holding the batch's real members.
+  arrays holding the batch's real members. x0: (N, H, W, 3) initial images in input space
+  instead of the seeds' (a pyramid's upsampled previous scale). adjust(state, lo, hi): the
+  initial state of the batch of members lo..hi-1 (padded to the batch size), changed before
+  the first step (``optimize.drive``).
   """
   return _run_members(problem, opt, check_seeds(seeds), None, None, members_per_batch,
-                      devices, progress)
+                      devices, progress, x0, adjust)
 
 
 def run_sweep(problem: Problem, term: str, values: Sequence[float], opt: optimize.OptConfig,
               seeds: Sequence[int] = (0,), *, members_per_batch: int | str | None = "auto",
               devices: Sequence | None = None,
-              progress: optimize.Progress | None = None) -> BatchResult:
+              progress: optimize.Progress | None = None, x0=None, adjust=None) -> BatchResult:
   """``run_seeds`` over the grid values × seeds (value-major), batched over the loss weight
-  of ``term`` (e.g. "style" for β)."""
+  of ``term`` (e.g. "style" for β); x0, adjust: as in ``run_seeds``, in grid order."""
   if term not in problem.data["loss_weights"]:
     raise JnstError(f"cannot sweep the weight of {term!r}: this problem's terms are "
                     f"{', '.join(problem.data['loss_weights'])}")
@@ -218,10 +222,11 @@ def run_sweep(problem: Problem, term: str, values: Sequence[float], opt: optimiz
     raise JnstError(f"{term} weight sweep values must be finite numbers >= 0, got {values}")
   grid = list(itertools.product(values, check_seeds(seeds)))
   return _run_members(problem, opt, [s for _, s in grid], [v for v, _ in grid], term,
-                      members_per_batch, devices, progress)
+                      members_per_batch, devices, progress, x0, adjust)
 
 
-def _run_members(problem, opt, seeds, values, term, members_per_batch, devices, progress):
+def _run_members(problem, opt, seeds, values, term, members_per_batch, devices, progress,
+                 x0_given=None, adjust=None):
   opt = opt.validate()
   m = mesh(devices)
   choice = f"{members_per_batch or 'all'} (given)"
@@ -233,7 +238,13 @@ def _run_members(problem, opt, seeds, values, term, members_per_batch, devices, 
   loss_fn, vmap = problem.objective, optimize.Vmap(None)
   if values is not None:
     loss_fn, vmap = WeightSweepLoss(problem.objective, term), optimize.Vmap((None, 0))
-  x0_all = np.stack([np.asarray(problem.x0(jax.random.key(s))) for s in seeds])
+  if x0_given is not None:
+    x0_all = np.asarray(x0_given, np.float32)
+    if x0_all.shape != (len(seeds), *problem.shape):
+      raise JnstError(f"x0 must be {(len(seeds), *problem.shape)} (one image per member), got "
+                      f"{x0_all.shape}")
+  else:
+    x0_all = np.stack([np.asarray(problem.x0(jax.random.key(s))) for s in seeds])
   t0 = time.perf_counter()
   parts, compile_s, sharding = [], 0.0, ""
   for b in range(num_batches):
@@ -254,7 +265,9 @@ def _run_members(problem, opt, seeds, values, term, members_per_batch, devices, 
 
     out = optimize.drive(loss_fn, x0, batch_data, opt, vmap=vmap,
                          place=lambda s: jax.device_put(s, member), fetch=gather,
-                         on_chunk=on_chunk)
+                         on_chunk=on_chunk,
+                         adjust=None if adjust is None else (
+                             lambda s, lo=lo, hi=hi: adjust(s, lo, hi)))
     compile_s += out.seconds["compile"]
     sharding = f"{dict(m.shape)} {out.state.x.sharding.spec}"
     evaluations, status = gather((out.state.evals, out.state.status))
@@ -267,7 +280,9 @@ def _run_members(problem, opt, seeds, values, term, members_per_batch, devices, 
         "status": [optimize.STATUS[int(s)] for s in status[:n_real]],
         "terms": {k: np.asarray(v)[:n_real] for k, v in out.final_terms.items()},
         "metrics": jax.tree.map(lambda a: a[:, :n_real], {
-            k: out.metrics[k] for k in ("loss", "evals", "terms")})})
+            k: out.metrics[k] for k in ("loss", "evals", "terms")}),
+        "opt": (jax.tree.map(lambda a: a[:n_real], gather(out.state.opt))
+                if opt.optimizer == "adam" else None)})
   total = time.perf_counter() - t0
   cat = lambda key: [v for p in parts for v in p[key]]
   steps = max(len(p["metrics"]["loss"]) for p in parts)
@@ -284,4 +299,6 @@ def _run_members(problem, opt, seeds, values, term, members_per_batch, devices, 
       terms={k: np.concatenate([p["terms"][k] for p in parts]) for k in parts[0]["terms"]},
       seconds={"compile": compile_s, "run": total - compile_s, "total": total},
       batch_size=size, num_batches=num_batches, batch_choice=choice,
-      devices=[str(d) for d in m.devices.flat], sharding=sharding)
+      devices=[str(d) for d in m.devices.flat], sharding=sharding,
+      opt_state=None if parts[0]["opt"] is None else jax.tree.map(
+          lambda *a: np.concatenate(a), *[p["opt"] for p in parts]))

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import math
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,8 +30,10 @@ import jnst.masks as masks
 import jnst.matting as matting
 import jnst.memory as memory
 import jnst.optimize as optimize
+import jnst.pyramid as pyramid
 import jnst.records as records
 import jnst.snapshots as snapshots
+import jnst.study as study
 import jnst.video as video
 from jnst.errors import JnstError
 
@@ -105,6 +108,27 @@ def define_common_flags(default_steps: int = 500, default_size: int = 512):
   _define("bool", "resume", False, "Continue from the last --save_every snapshot of this "
           "--output (same flags; --steps is the total). The optimiser's state is not restored "
           "(jnst/snapshots.py).")
+  _define("bool", "remat", False, "Rematerialise the backbone's blocks in the backward pass "
+          "(jax.checkpoint): same loss and gradient, less activation memory where the "
+          "compiler honours it (BUILD.md), more time.")
+  define_pyramid_flags()
+
+
+def define_pyramid_flags(default_min_size: int | None = None):
+  """Coarse-to-fine (jnst/pyramid.py). Off unless --scales or --min_size is given."""
+  _define("list", "scales", None, "Coarse-to-fine: the longer side of each scale in px, "
+          "increasing (--size is appended if missing), e.g. 128,256,512.")
+  _define("integer", "min_size", default_min_size, "Coarse-to-fine from this longer side: "
+          "scales --size / factor**k rounded to whole px while >= min_size (512 -> 128,181,"
+          "256,362,512; aspect kept). 0 or >= --size: a single scale.", lower_bound=0)
+  _define("float", "scale_factor", pyramid.DEFAULT_FACTOR, "Ratio between neighbouring "
+          "scales (with --min_size).", check=lambda v: math.isfinite(v) and v > 1,
+          message="must be a finite number > 1")
+  _define("list", "steps_per_scale", None, "Optimiser steps at each scale, coarsest first (one "
+          "number: every scale). Default: jnst.pyramid.default_steps(--steps): 500 -> "
+          "200,100,...,100,200.")
+  _define("list", "lbfgs_memory_per_scale", None, "L-BFGS history per scale (one number: every "
+          "scale; default --lbfgs_memory). Smaller at large sizes saves 24 bytes/px per pair.")
 
 
 def define_content_flags():
@@ -240,7 +264,7 @@ def opt_config() -> optimize.OptConfig:
 
 def _common() -> dict:
   return dict(backbone=FLAGS.backbone, pooling=FLAGS.pooling, compute_dtype=FLAGS.compute_dtype,
-              variant=FLAGS.variant, seed=FLAGS.seed, opt=opt_config())
+              variant=FLAGS.variant, seed=FLAGS.seed, opt=opt_config(), remat=FLAGS.remat)
 
 
 def _layers(name: str):
@@ -497,12 +521,44 @@ def _settings() -> dict:
   return {k: v for k, v in flag_values().items() if k not in skip}
 
 
+def schedule(size: int | None = None) -> pyramid.Schedule:
+  """The pyramid schedule the flags ask for at output size ``size`` (default --size): a
+  single scale unless --scales or --min_size (> 0, < size) is given."""
+  size = size or FLAGS.size
+  ints = lambda name: _ints(FLAGS[name].value, name) if FLAGS[name].value else None
+  scales, min_size = ints("scales"), FLAGS.min_size
+  if not scales and not (min_size and min_size < size):
+    for name in ("steps_per_scale", "lbfgs_memory_per_scale"):
+      if FLAGS[name].present:
+        raise JnstError(f"--{name} needs a pyramid: give --scales or --min_size too")
+    return pyramid.single(size, FLAGS.steps)
+  return pyramid.schedule(size, FLAGS.steps, scales=scales, min_size=min_size,
+                          factor=FLAGS.scale_factor, steps_per_scale=ints("steps_per_scale"),
+                          lbfgs_memory=ints("lbfgs_memory_per_scale"))
+
+
 def solve(cfg: experiments.Config, params, inputs: experiments.Inputs, out: Path,
-          label: str = "") -> tuple:
-  """``experiments.run`` with progress lines, --save_every images and snapshots, and
-  --resume: (RGB, result, extra record fields)."""
+          label: str = "", experiment: str = "stylize") -> tuple:
+  """Runs ``cfg`` once over the flags' pyramid schedule, with progress lines, --save_every
+  images (and, single-scale, resumable snapshots) and --resume: (RGB image, the output
+  scale's ``optimize.RunResult``, extra record entries {"schedule", "pyramid"?,
+  "resumed_from"?}). One scale is exactly ``experiments.run``; a pyramid reloads the input
+  files at every scale's size."""
+  sched = schedule()
+  extra = {"schedule": sched.describe()}
+  if len(sched.sides) > 1:
+    if FLAGS.resume:
+      raise JnstError("--resume continues single-scale runs only: drop --resume (and run the "
+                      "pyramid again) or drop --scales/--min_size")
+    spec = input_spec()
+    at = lambda side: inputs if side == spec.size else load_inputs(
+        dataclasses.replace(spec, size=side), experiment)[0]
+    print(f"coarse-to-fine: {len(sched.sides)} scales {', '.join(map(str, sched.sides))} px, "
+          f"steps {', '.join(map(str, sched.steps))}", flush=True)
+    res = pyramid.run(cfg, params, at, sched, progress=Printer(out, label))
+    return res.problem.rgb(res.x), res.result, {**extra, "pyramid": res.describe()}
   if not FLAGS.resume:
-    return (*experiments.run(cfg, params, inputs, Printer(out, label)), {})
+    return (*experiments.run(cfg, params, inputs, Printer(out, label)), extra)
   snap = snapshots.load(snapshots.path_for(out), _settings())
   if snap.step >= cfg.opt.steps:
     raise JnstError(f"the snapshot is at step {snap.step}, --steps={cfg.opt.steps}: raise "
@@ -512,21 +568,41 @@ def solve(cfg: experiments.Config, params, inputs: experiments.Inputs, out: Path
   print(f"resuming from step {snap.step} ({snapshots.path_for(out)})", flush=True)
   rgb, res = experiments.solve(cfg.build(params, inputs), opt, cfg.seed,
                                Printer(out, label, offset=snap.step), x0=snap.x)
-  return rgb, res, {"resumed_from": {"step": snap.step, "evaluations": snap.evaluations,
-                                     "snapshot": str(snapshots.path_for(out))}}
+  return rgb, res, {**extra, "resumed_from": {"step": snap.step,
+                                              "evaluations": snap.evaluations,
+                                              "snapshot": str(snapshots.path_for(out))}}
+
+
+def run_study(variants, inputs, params, sweep, seeds, per_batch, experiment: str):
+  """``study.run`` with a ``Printer`` and the flags' pyramid (``study_pyramids``)."""
+  return study.run(variants, inputs, params, sweep, seeds, per_batch, Printer(),
+                   study_pyramids(variants, experiment))
+
+
+def study_pyramids(variants, experiment: str) -> list:
+  """``study.run``'s ``pyramids``: per variant (its schedule at its --size, ``inputs_at``
+  reloading its files at each scale)."""
+  return [(schedule(v.inputs.size), lambda side, v=v: load_inputs(
+      dataclasses.replace(v.inputs, size=side), experiment)[0]) for v in variants]
 
 
 # ------------------------------------------------------------------ progress and records
 
 
 class Printer:
-  """A progress callback (``optimize.Report``): a line every --print_every steps (loss,
-  terms or the batch's spread, evaluations, ETA) and every --save_every steps an
-  intermediate image beside ``output``."""
+  """A progress callback (``optimize.Report``): a line every --print_every steps and at
+  least every ``MIN_INTERVAL`` seconds where the run reports that often (loss, terms or the
+  batch's spread, evaluations, the scale of a pyramid, ETA over everything), and every
+  --save_every steps (over all scales of a pyramid) an intermediate image beside
+  ``output``, at the output size."""
+
+  MIN_INTERVAL = 15.0
 
   def __init__(self, output: Path | None = None, label: str = "", offset: int = 0):
     self.print_every, self.save_every = FLAGS.print_every, FLAGS.save_every
     self.output, self.label, self.offset = output, label, offset
+    self._last_line = time.monotonic()
+    self._last_saved = offset // self.save_every if self.save_every else 0
 
   def __call__(self, r: optimize.Report) -> None:
     total = r.num_runs * r.num_batches * r.total_steps
@@ -534,9 +610,18 @@ class Printer:
     if self.offset:  # A resumed run: steps count from the start of the first segment.
       r = dataclasses.replace(r, step=r.step + self.offset,
                               total_steps=r.total_steps + self.offset)
-    eta = r.elapsed / done * (total - done) if done else float("nan")
-    if self.print_every and (r.step % self.print_every == 0 or r.step == r.total_steps):
+    frac = done / total if total else 0.0
+    if r.done_fraction is not None:  # A pyramid: its share of the work, in this run.
+      frac = (r.run * r.num_batches + r.batch + r.done_fraction) / (r.num_runs * r.num_batches)
+    eta = r.elapsed / frac * (1 - frac) if frac > 0 else float("nan")
+    now = time.monotonic()
+    due = (r.step % self.print_every == 0 or r.step == r.total_steps
+           or now - self._last_line >= self.MIN_INTERVAL) if self.print_every else False
+    if due:
+      self._last_line = now
       where, what = f"step {r.step:5d}/{r.total_steps}", f"loss {float(r.loss.mean()):.5g}"
+      if r.num_scales > 1:
+        where = f"scale {r.scale + 1}/{r.num_scales} ({r.side} px) {where}"
       if r.loss.ndim == 0:
         what += " (" + " ".join(f"{k} {float(v):.4g}" for k, v in r.terms.items()) + ")"
       else:
@@ -545,12 +630,16 @@ class Printer:
                 f"{r.loss.max():.4g}]")
       print(f"{self.label}{r.label}{where} {what} evals {int(r.evals.max())} elapsed "
             f"{r.elapsed:.1f}s eta {eta:.0f}s", flush=True)
-    if (self.save_every and self.output and r.step % self.save_every == 0
-        and r.step < r.total_steps):
-      path = intermediate_path(self.output, r.step)
+    step = r.step if r.global_step is None else r.global_step
+    last = r.step == r.total_steps and r.scale == r.num_scales - 1
+    if (self.save_every and self.output and step // self.save_every > self._last_saved
+        and not last):
+      self._last_saved = step // self.save_every
+      path = intermediate_path(self.output, step)
       images.save_image(path, r.image())
       _WRITTEN.append(path)
-      if r.iterate is not None and r.loss.ndim == 0 and np.isfinite(r.loss):
+      if (r.iterate is not None and r.loss.ndim == 0 and r.num_scales == 1
+          and np.isfinite(r.loss)):
         snap = snapshots.path_for(self.output)
         snapshots.save(snap, r.iterate(), r.step, int(r.evals), _settings())
         _WRITTEN.append(snap)

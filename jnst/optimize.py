@@ -280,6 +280,14 @@ class Report:
   label: str = ""
   render: Callable[[], np.ndarray] | None = dataclasses.field(default=None, repr=False)
   iterate: Callable[[], np.ndarray] | None = dataclasses.field(default=None, repr=False)
+  # A pyramid (``jnst.pyramid``): which scale (0 = coarsest) of how many, its longer side in
+  # pixels, steps done over all scales so far (for intermediate file names), and the share
+  # of the whole job's estimated work done (for an ETA over all scales; None: steps).
+  scale: int = 0
+  num_scales: int = 1
+  side: int = 0
+  global_step: int | None = None
+  done_fraction: float | None = None
 
   def image(self) -> np.ndarray | None:
     return None if self.render is None else self.render()
@@ -302,17 +310,22 @@ class Loop:
 
 def drive(loss_fn, x0, data, cfg: OptConfig, *, vmap: Vmap | None = None,
           place: Callable[[State], State] = lambda s: s, fetch: Callable = jax.device_get,
-          on_chunk: Callable[[int, State, dict], None] | None = None) -> Loop:
+          on_chunk: Callable[[int, State, dict], None] | None = None,
+          adjust: Callable[[State], State] | None = None) -> Loop:
   """Runs ``cfg.steps`` steps from ``x0`` in chunks; the host waits only between chunks.
 
   ``place`` puts the initial state where it belongs (a batch: sharded like x0), ``fetch``
   brings device values to the host (a batch: gathered from every process);
-  ``on_chunk(step, state, metrics so far)`` is called after each chunk.
+  ``on_chunk(step, state, metrics so far)`` is called after each chunk. ``adjust(state)``
+  changes the initial state before the first step (a pyramid carries Adam's moments from
+  the previous scale); it must keep every shape and dtype.
   """
   cfg = cfg.validate()
   t0 = time.perf_counter()
   init, compile_s = CACHE.get("init", None, cfg, 0, vmap, x0)
   state = place(init(x0))
+  if adjust is not None:
+    state = place(adjust(state))
   host: dict | None = None
   done = 0
   while done < cfg.steps:
@@ -373,6 +386,7 @@ class RunResult:
   the final one included. steps: steps taken. status: "steps" | "converged" | "nonfinite".
   metrics: per step, NumPy: {"loss": (steps,), "evals": (steps,), "terms": {term: (steps,)}}.
   seconds: {"compile": compiling now (0 when cached), "run": the rest, "total"}.
+  opt_state: Adam's final optax state (None for L-BFGS, whose history is not kept).
   """
   x: jax.Array
   loss_history: list[float]
@@ -383,14 +397,16 @@ class RunResult:
   status: str
   metrics: dict
   seconds: dict[str, float]
+  opt_state: Any = None  # The final optax state, kept for Adam only (a pyramid carries it).
 
 
 def run(loss_fn, x0: jax.Array, data, cfg: OptConfig, *, progress: Progress | None = None,
-        render: Callable[[jax.Array], np.ndarray] | None = None) -> RunResult:
+        render: Callable[[jax.Array], np.ndarray] | None = None,
+        adjust: Callable[[State], State] | None = None) -> RunResult:
   """Optimises one image ``x0`` for ``loss_fn(x, data)``.
 
   ``progress(Report)`` is called every ``cfg.chunk`` steps; ``render(x)`` turns an iterate
-  into RGB for ``Report.image()``.
+  into RGB for ``Report.image()``; ``adjust``: as in ``drive``.
   """
   t0 = time.perf_counter()
 
@@ -402,7 +418,7 @@ def run(loss_fn, x0: jax.Array, data, cfg: OptConfig, *, progress: Progress | No
                       render=None if render is None else (lambda: render(state.x)),
                       iterate=lambda: np.asarray(jax.device_get(state.x))))
 
-  out = drive(loss_fn, x0, data, cfg, on_chunk=on_chunk)
+  out = drive(loss_fn, x0, data, cfg, on_chunk=on_chunk, adjust=adjust)
   evaluations = int(out.state.evals) + 1
   hist, evals, k = member_history(out.metrics, out.final_loss, evaluations, cfg.uses_linesearch)
   return RunResult(
@@ -411,4 +427,4 @@ def run(loss_fn, x0: jax.Array, data, cfg: OptConfig, *, progress: Progress | No
       steps=k, status=STATUS[int(out.state.status)],
       metrics={"loss": out.metrics["loss"][:k], "evals": out.metrics["evals"][:k],
                "terms": {n: v[:k] for n, v in out.metrics["terms"].items()}},
-      seconds=out.seconds)
+      seconds=out.seconds, opt_state=out.state.opt if cfg.optimizer == "adam" else None)

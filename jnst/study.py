@@ -24,6 +24,7 @@ import jnst.experiments as experiments
 import jnst.metrics as metrics
 import jnst.optimize as optimize
 import jnst.plots as plots
+import jnst.pyramid as pyramid
 from jnst.errors import JnstError
 
 ALL = ("reconstruct", "synthesize", "stylize")
@@ -178,14 +179,19 @@ class StudyResult:
   images: list[np.ndarray]
   results: list[batched.BatchResult]
   problems: list
+  pyramids: list = dataclasses.field(default_factory=list)  # Per variant: describe() or None.
 
 
 def run(variants_: Sequence[Variant], inputs: Sequence[experiments.Inputs], params,
         sweep: Sweep | None, seeds: Sequence[int], members_per_batch="auto",
-        progress: optimize.Progress | None = None) -> StudyResult:
-  """Runs every member of every variant (``inputs[i]``: variant i's loaded images)."""
+        progress: optimize.Progress | None = None, pyramids=None) -> StudyResult:
+  """Runs every member of every variant (``inputs[i]``: variant i's loaded images).
+
+  pyramids: per variant None (one scale) or (``pyramid.Schedule``, ``inputs_at(side)``):
+  every member runs coarse-to-fine (``pyramid.run_members``); its BatchResult is the output
+  scale's, with the seconds of all scales."""
   seeds = batched.check_seeds(seeds)
-  members, images, results, problems = [], [], [], []
+  members, images, results, problems, pyrs = [], [], [], [], []
   for i, (var, inp) in enumerate(zip(variants_, inputs)):
     label = "" if var.value is None else f"{sweep.flag}={var.value} "
     prog = None if progress is None else (lambda r, i=i, label=label: progress(
@@ -194,16 +200,29 @@ def run(variants_: Sequence[Variant], inputs: Sequence[experiments.Inputs], para
     if sweep is not None and sweep.batched:  # Build with a weight > 0 so the term exists
       top = max(float(x) for x in sweep.values) or 1.0  # (matting); the sweep sets it.
       cfg = dataclasses.replace(cfg, **{sweep.flag: top})
-    problem = cfg.build(params, inp)
-    if sweep is not None and sweep.batched:
+    pyr = pyramids[i] if pyramids else None
+    if pyr is not None and len(pyr[0].sides) > 1:
+      kw = {}
+      if sweep is not None and sweep.batched:
+        kw = dict(term=BATCHED[sweep.flag], values=[float(x) for x in sweep.values])
+      out = pyramid.run_members(cfg, params, pyr[1], pyr[0], seeds,
+                                members_per_batch=members_per_batch, progress=prog, **kw)
+      res, problem = dataclasses.replace(out.result, seconds=out.seconds), out.problem
+      values = ([x for x in sweep.values for _ in seeds] if kw else [var.value] * len(seeds))
+      pyrs.append(out.describe())
+    elif sweep is not None and sweep.batched:
+      problem = cfg.build(params, inp)
       res = batched.run_sweep(problem, BATCHED[sweep.flag], [float(x) for x in sweep.values],
                               var.cfg.opt, seeds, members_per_batch=members_per_batch,
                               progress=prog)
       values = [x for x in sweep.values for _ in seeds]
     else:
+      problem = var.cfg.build(params, inp)
       res = batched.run_seeds(problem, seeds, var.cfg.opt, members_per_batch=members_per_batch,
                               progress=prog)
       values = [var.value] * len(seeds)
+    if pyr is None or len(pyr[0].sides) == 1:
+      pyrs.append(None)
     results.append(res)
     problems.append(problem)
     images += list(problem.rgb(res.x))
@@ -217,7 +236,7 @@ def run(variants_: Sequence[Variant], inputs: Sequence[experiments.Inputs], para
           "evaluations": int(res.evaluations[k]), "steps": int(res.steps[k]),
           "status": res.status[k], "loss_history": res.loss_history[k],
           "eval_history": res.eval_history[k]})
-  return StudyResult(members, images, results, problems)
+  return StudyResult(members, images, results, problems, pyrs)
 
 
 def reference(experiment: str, inputs: experiments.Inputs) -> tuple[str, np.ndarray]:
@@ -251,7 +270,8 @@ def summary(experiment: str, sweep: Sweep | None, study: StudyResult,
       "process_count": jax.process_count(),
       "loss_history": [m["loss_history"] for m in members],
       "eval_history": [m["eval_history"] for m in members],
-      "image_size": {"output": [list(im.shape[:2]) for im in images]}}
+      "image_size": {"output": [list(im.shape[:2]) for im in images]},
+      "pyramid": study.pyramids if any(study.pyramids) else None}
   for k in ("seed", "file", "label"):
     out[k + "s"] = out.pop(k)
   if sweep is not None:

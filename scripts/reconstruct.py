@@ -29,11 +29,11 @@ def main(argv):
     cfg = cli.reconstruct_config(layer)
     print(f"reconstructing {paths['content']} ({content.shape[1]}x{content.shape[0]}) from "
           f"noise (seed {cfg.seed}) at {layer}", flush=True)
-    rgb, res, resumed = cli.solve(cfg, params, inputs, target, f"{layer} ")
+    rgb, res, extra = cli.solve(cfg, params, inputs, target, f"{layer} ", "reconstruct")
     cli.write_outputs(target, rgb, cli.record(
         res, cfg, layer=layer, inputs=paths, psnr_db=metrics.psnr(rgb, content),
         image_size={"content": list(content.shape[:2]), "output": list(rgb.shape[:2])},
-        **resumed), res)
+        **extra), res)
 
 
 def run():

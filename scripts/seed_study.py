@@ -74,7 +74,7 @@ def main(argv):
       f" x {sweep.flag} in {','.join(sweep.values)} "
       f"({'vmapped' if sweep.batched else 'one after another'})" if sweep else "")
   print(f"seed study: {experiment}, {what} on {jax.device_count()} device(s)", flush=True)
-  res = study.run(variants, [i for i, _ in loaded], params, sweep, seeds, per_batch, cli.Printer())
+  res = cli.run_study(variants, [i for i, _ in loaded], params, sweep, seeds, per_batch, experiment)
   summary = study.summary(experiment, sweep, res, [i for i, _ in loaded], params,
                           len(seeds), _DIVERSITY_LAYERS.value)
   first, paths = loaded[0]

@@ -17,11 +17,11 @@ def main(argv):
   print(f"stylizing {j.paths['content']} ({content.shape[1]}x{content.shape[0]}) with "
         f"{', '.join(j.paths['style'])}: {j.cfg.opt.optimizer}, {j.cfg.opt.steps} steps",
         flush=True)
-  rgb, res, resumed = cli.solve(j.cfg, j.params, j.inputs, j.out)
+  rgb, res, extra = cli.solve(j.cfg, j.params, j.inputs, j.out, experiment="stylize")
   cli.write_outputs(j.out, rgb, cli.record(
-      res, j.cfg, inputs=j.paths, image_size={"content": list(content.shape[:2]),
+      res, j.cfg, **extra, inputs=j.paths, image_size={"content": list(content.shape[:2]),
                                               "style": [list(s.shape[:2]) for s in j.inputs.styles],
-                                              "output": list(rgb.shape[:2])}, **resumed), res)
+                                              "output": list(rgb.shape[:2])}), res)
 
 
 def run():

@@ -16,10 +16,10 @@ def main(argv):
   layers = bb.expand_layers(j.cfg.style_layers or bb.default_style_layers)  # Validated: not empty.
   print(f"synthesizing the texture of {style_path} ({style.shape[1]}x{style.shape[0]}) from "
         f"{', '.join(layers)} (seed {j.cfg.seed})", flush=True)
-  rgb, res, resumed = cli.solve(j.cfg, j.params, j.inputs, j.out)
+  rgb, res, extra = cli.solve(j.cfg, j.params, j.inputs, j.out, experiment="synthesize")
   cli.write_outputs(j.out, rgb, cli.record(
       res, j.cfg, inputs={"style": style_path},
-      image_size={"style": list(style.shape[:2]), "output": list(rgb.shape[:2])}, **resumed), res)
+      image_size={"style": list(style.shape[:2]), "output": list(rgb.shape[:2])}, **extra), res)
 
 
 def run():

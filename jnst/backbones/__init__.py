@@ -4,7 +4,8 @@ A backbone is a frozen (hashable) dataclass in a module of its family (``vgg.py`
 ``resnet.py``; more come with their issues) with:
 
   name, describe()                      its name and options, for records
-  with_options(pooling=, compute_dtype=)  a copy with other options (validated)
+  with_options(pooling=, compute_dtype=, remat=)  a copy with other options (validated;
+                                        remat: jax.checkpoint of its blocks, less memory)
   layer_names, validate_layers(layers), expand_layers(spec)   its layer naming
   default_content_layers, default_style_layers, diversity_layers, block_layers
   preprocess(params, rgb) / deprocess(params, x)   RGB [0, 1] <-> its input space
@@ -30,9 +31,13 @@ _REGISTRY |= {"resnet50": ("jnst.backbones.resnet", "RESNET50"),  # torchvision 
 NAMES = tuple(_REGISTRY)
 
 
-def get(name: str, pooling: str | None = None, compute_dtype: str | None = None):
+def get(name: str, pooling: str | None = None, compute_dtype: str | None = None,
+        remat: bool | None = None):
   """The backbone called ``name`` with the given options; JnstError if unknown."""
   if name not in _REGISTRY:
     raise JnstError(f"unknown backbone {name!r}: use one of {', '.join(NAMES)}")
   module, attr = _REGISTRY[name]
-  return getattr(importlib.import_module(module), attr).with_options(pooling, compute_dtype)
+  bb = getattr(importlib.import_module(module), attr)
+  if remat:
+    return bb.with_options(pooling, compute_dtype, remat)
+  return bb.with_options(pooling, compute_dtype)

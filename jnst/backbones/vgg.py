@@ -212,6 +212,54 @@ class VGGNet(nn.Module):
     return out
 
 
+def _block(b: int, n: int, pooling: str, dtype: str, wanted: frozenset, last: str):
+  """Block ``b`` (``n`` convs, then pooling) of ``VGGNet`` as a pure function
+  ``(x, {conv: (kernel, bias, kernel_t | None)}) -> (x, {layer: value})``, the same
+  arithmetic as ``Conv3x3``; stops after layer ``last``."""
+  def block(x, p):
+    out = {}
+
+    def keep(name, value):
+      if name in wanted:
+        out[name] = value.astype(jnp.float32)
+      return name == last
+
+    for i in range(1, n + 1):
+      kernel, bias, kernel_t = p[f"conv{b}_{i}"]
+      x = conv3x3(x, kernel.astype(dtype), None if kernel_t is None
+                  else kernel_t.astype(dtype)) + bias.astype(dtype)
+      if keep(f"conv{b}_{i}", x):
+        return x, out
+      x = nn.relu(x)
+      if keep(f"relu{b}_{i}", x):
+        return x, out
+    x = _pool(x, pooling)
+    keep(f"pool{b}", x)
+    return x, out
+  return block
+
+
+def remat_features(arch: Arch, pooling: str, dtype: str, params: Mapping, x: jax.Array,
+                   layers: Sequence[str]) -> dict:
+  """``VGGNet``'s activations with every block under ``jax.checkpoint``: the backward pass
+  keeps only each block's input (and the requested layers) and recomputes the block's
+  inner activations — about one more forward pass of compute for a fraction of the
+  activation memory (BUILD.md, "Pyramid and high resolution"). Same values as ``VGGNet``."""
+  order, wanted = arch.layer_names, frozenset(layers)
+  last = max(wanted, key=order.index)
+  grad = params.get("grad_kernels", {})
+  x, out = x.astype(dtype), {}
+  for b, n in enumerate(arch.convs_per_block, 1):
+    p = {f"conv{b}_{i}": (params["conv"][f"conv{b}_{i}"]["kernel"],
+                          params["conv"][f"conv{b}_{i}"]["bias"], grad.get(f"conv{b}_{i}"))
+         for i in range(1, n + 1)}
+    x, got = jax.checkpoint(_block(b, n, pooling, dtype, wanted, last))(x, p)
+    out.update(got)
+    if order.index(last) <= order.index(f"pool{b}"):
+      break
+  return out
+
+
 def caffe_input() -> dict[str, jax.Array]:
   """Caffe's normalisation on RGB [0, 1]: x = 255 * rgb - [123.68, 116.779, 103.939]."""
   return {"mean": jnp.array([123.68, 116.779, 103.939], jnp.float32) / 255.0,
@@ -224,12 +272,14 @@ class VGG:
 
   Attributes: arch; pooling "max" | "avg"; compute_dtype "float32" | "bfloat16" (outputs
   are float32 either way); term_scales: multipliers of the raw loss terms that put them in
-  VGG-19 Caffe units (empty: all 1, as for both Caffe-trained VGGs).
+  VGG-19 Caffe units (empty: all 1, as for both Caffe-trained VGGs); remat: rematerialise
+  each block in the backward pass (``remat_features``: less memory, ~1 more forward).
   """
   arch: Arch
   pooling: str = "max"
   compute_dtype: str = "float32"
   term_scales: tuple[tuple[str, float], ...] = ()
+  remat: bool = False
 
   default_content_layers = ("relu4_2",)
   default_style_layers = FIRST_RELUS
@@ -241,12 +291,15 @@ class VGG:
     return self.arch.name
 
   def describe(self) -> dict:
-    return {"name": self.name, "pooling": self.pooling, "compute_dtype": self.compute_dtype}
+    return {"name": self.name, "pooling": self.pooling, "compute_dtype": self.compute_dtype,
+            **({"remat": True} if self.remat else {})}
 
-  def with_options(self, pooling: str | None = None, compute_dtype: str | None = None) -> VGG:
+  def with_options(self, pooling: str | None = None, compute_dtype: str | None = None,
+                   remat: bool | None = None) -> VGG:
     """This backbone with other options; raises JnstError on an unknown value."""
     new = dataclasses.replace(self, pooling=pooling or self.pooling,
-                              compute_dtype=compute_dtype or self.compute_dtype)
+                              compute_dtype=compute_dtype or self.compute_dtype,
+                              remat=self.remat if remat is None else bool(remat))
     if new.pooling not in POOLINGS:
       raise JnstError(f"unknown pooling {new.pooling!r}: use 'max' or 'avg'")
     if new.compute_dtype not in COMPUTE_DTYPES:
@@ -305,6 +358,9 @@ class VGG:
     if set(params["conv"]) != set(self.arch.conv_names):
       raise JnstError(f"these params hold {arch_of(params).name} convs, not {self.name}'s: pass "
                       f"backbone='{arch_of(params).name}' (--backbone)")
+    if self.remat:
+      return remat_features(self.arch, self.pooling, self.compute_dtype, params, x,
+                            self.validate_layers(layers))
     model = VGGNet(self.validate_layers(layers), self.arch, self.pooling, self.compute_dtype)
     variables = {"params": params["conv"]}
     if "grad_kernels" in params:

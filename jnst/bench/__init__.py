@@ -7,6 +7,8 @@
 * ``suite``: the measurements ``scripts/benchmark.py`` runs, as benchmark records.
 * ``seed_scaling``: N seeds vmapped (``batched.run_seeds``) vs run one by one (issue 4).
 * ``recorder``: benchmark records and the shared optimiser settings.
+* ``step_memory``: bytes of one compiled step per size, from XLA's accounting (issue 10).
+* ``time_to_quality``: single scale vs pyramid vs PyTorch to the same loss (issue 10).
 """
 
 
