@@ -66,7 +66,7 @@ def main(argv):
   variants = study.variants(sweep, cfg, cli.input_spec())
   loaded = [cli.load_inputs(v.inputs, experiment) for v in variants]  # Bad inputs fail here.
   records.ensure_writable(out_dir / "summary.json")
-  params = cli.load_params(cfg)
+  params = cli.variant_params(variants)
   per_batch = "auto" if _PER_BATCH.value == "auto" else int(_PER_BATCH.value)
   what = f"{len(seeds)} seeds ({seeds[0]}...{seeds[-1]})" + (
       f" x {sweep.flag} in {','.join(sweep.values)} "

@@ -43,7 +43,8 @@ class BenchConfig:
   threads: torch intra-op threads (0 = every CPU, as XLA:CPU uses). matmul_n: side of the
   matmul that measures the peak. seed_scaling: "off", "on" (after the rest) or "only" —
   the issue-4 figure (``seed_scaling.py``) at ``seed_sizes`` (px) for ``seed_counts`` seeds
-  of ``seed_steps`` L-BFGS steps each.
+  of ``seed_steps`` L-BFGS steps each. backbone: the network (``jnst.backbones`` name); the
+  params passed to ``run`` must be its.
   """
   sizes: tuple[int, ...] = (128, 256)
   frameworks: tuple[str, ...] = FRAMEWORKS
@@ -62,6 +63,7 @@ class BenchConfig:
   seed_sizes: tuple[int, ...] = (64, 128, 256)
   seed_counts: tuple[int, ...] = (1, 2, 4, 8, 16)
   seed_steps: int = 10
+  backbone: str = "vgg19"
 
   def validate(self) -> BenchConfig:
     bad = [f for f in self.frameworks if f not in FRAMEWORKS]
@@ -331,7 +333,7 @@ def run(params, content_path, style_path, cfg: BenchConfig,
       log(f"seed scaling at {size} px ({content.shape[1]}x{content.shape[0]}): seeds "
           f"{list(cfg.seed_counts)}, {cfg.seed_steps} L-BFGS steps each")
       seed_scaling.seed_scaling(rec, params, content, style, size, cfg.seed_counts,
-                                cfg.seed_steps, "lbfgs", cfg.scan_chunk)
+                                cfg.seed_steps, "lbfgs", cfg.scan_chunk, cfg.backbone)
   machine["image_shapes_hw"] = {str(k): v for k, v in shapes.items()}
   machine["load_average_after"] = list(os.getloadavg())
   return machine, rec.records
@@ -345,7 +347,7 @@ def _main_suite(rec: Recorder, params, content_path, style_path, cfg: BenchConfi
     gflops = timing.jax_matmul_peak_gflops(cfg.matmul_n)
     rec.add("jax", 0, "matmul_peak_gflops", gflops, "GFLOP/s",
             f"{cfg.matmul_n}^2 float32 matmul, default precision")
-  scfg = StylizeConfig()
+  scfg = StylizeConfig(backbone=cfg.backbone).validate()
   sizes = list(cfg.sizes) + ([seed_size] if seed_size and seed_size not in cfg.sizes else [])
   shapes = {}
   for size in sizes:
@@ -354,7 +356,7 @@ def _main_suite(rec: Recorder, params, content_path, style_path, cfg: BenchConfi
     shapes[size] = [h, w]
     problem = scfg.build(params, Inputs(content, (style,)))
     n_flops = flops.eval_flops(h, w, problem.objective.layers,
-                               problem.backbone.default_style_layers)
+                               problem.backbone.default_style_layers, problem.backbone.arch)
     log(f"size {size} ({w}x{h}): {n_flops / 1e9:.2f} GFLOP per evaluation")
     tp = None
     if "torch" in cfg.frameworks:
@@ -396,7 +398,8 @@ def _speedup(metric: str, jax_v, torch_v):
 
 def markdown(machine: dict, records: list[dict]) -> str:
   """Tables per size: metric | jax | torch | jax advantage (×, > 1 = JAX better)."""
-  lines = [f"Machine: {machine.get('cpu')} ({machine.get('cpus')} CPUs), JAX backend "
+  backbone = machine.get("config", {}).get("backbone", "vgg19")
+  lines = [f"Backbone: {backbone}. Machine: {machine.get('cpu')} ({machine.get('cpus')} CPUs), JAX backend "
            f"{machine.get('jax_backend')}, GPU: {machine.get('gpu') or 'none'}; jax "
            f"{machine.get('jax')}, torch {machine.get('torch', 'n/a')} "
            f"({machine.get('torch_threads', 'n/a')} threads); load average before "

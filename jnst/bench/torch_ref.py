@@ -173,10 +173,19 @@ def to_nhwc(x) -> np.ndarray:
 def stylize_problem(params, content, styles: Sequence, cfg: StylizeConfig,
                     device="cpu") -> tuple[TorchGatys, object]:
   """(loss, network-space content image (1, 3, H, W)) for the same experiment as
-  ``StylizeConfig.build``: targets are computed here, in PyTorch."""
+  ``StylizeConfig.build`` — its backbone (``cfg.backbone``, a VGG), layers, weights and the
+  backbone's ``term_scales``: targets are computed here, in PyTorch."""
   t = torch()
+  bb = cfg.get_backbone()
+  if not isinstance(bb, vgg.VGG):
+    raise JnstError(f"the PyTorch reference has the VGG networks only, not {bb.name}: "
+                    f"use --frameworks=jax")
+  if vgg.arch_of(params) != bb.arch:
+    raise JnstError(f"these params hold {vgg.arch_of(params).name} convs, not {bb.name}'s: "
+                    f"pass {vgg.arch_of(params).name} params or --backbone="
+                    f"{vgg.arch_of(params).name}")
   net = TorchVGG(params, device)
-  bb = vgg.VGG(net.arch)
+  scales = dict(bb.term_scales)
   c_layers = bb.expand_layers(cfg.content_layers or bb.default_content_layers)
   s_layers = bb.expand_layers(cfg.style_layers or bb.default_style_layers)
   with t.no_grad():
@@ -191,7 +200,9 @@ def stylize_problem(params, content, styles: Sequence, cfg: StylizeConfig,
         style_t[l] = style_t[l] + (b / float(sum(blend))) * gram(feats[l])[0]
   cw = cfg.content_layer_weights or [1.0] * len(c_layers)
   sw = cfg.style_layer_weights or [1.0 / len(s_layers)] * len(s_layers)
-  weights = {"content": cfg.content_weight, "style": cfg.style_weight, "tv": cfg.tv_weight,
+  weights = {"content": cfg.content_weight * scales.get("content", 1.0),
+             "style": cfg.style_weight * scales.get("style", 1.0),
+             "tv": cfg.tv_weight * scales.get("tv", 1.0),
              "content_layers": dict(zip(c_layers, cw)), "style_layers": dict(zip(s_layers, sw))}
   loss = TorchGatys(net, tuple(dict.fromkeys(c_layers + s_layers)), content_t, style_t,
                     weights, cfg.pooling, cfg.variant)
