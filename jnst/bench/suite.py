@@ -399,7 +399,8 @@ def _speedup(metric: str, jax_v, torch_v):
 def markdown(machine: dict, records: list[dict]) -> str:
   """Tables per size: metric | jax | torch | jax advantage (×, > 1 = JAX better)."""
   backbone = machine.get("config", {}).get("backbone", "vgg19")
-  lines = [f"Backbone: {backbone}. Machine: {machine.get('cpu')} ({machine.get('cpus')} CPUs), JAX backend "
+  lines = [f"Backbone: {backbone}. "
+           f"Machine: {machine.get('cpu')} ({machine.get('cpus')} CPUs), JAX backend "
            f"{machine.get('jax_backend')}, GPU: {machine.get('gpu') or 'none'}; jax "
            f"{machine.get('jax')}, torch {machine.get('torch', 'n/a')} "
            f"({machine.get('torch_threads', 'n/a')} threads); load average before "
