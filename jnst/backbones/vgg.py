@@ -35,10 +35,12 @@ Loss weights: the Caffe VGG-19 weights' features are the paper's units, so α, �
 paper's meaning (``term_scales`` all 1); γ (TV) is defined on RGB in 0-255 units for every
 backbone. VGG-16's ``term_scales`` put its default weights' (torchvision's) raw content and
 style terms in VGG-19 Caffe units, so the default α, β give a comparable stylisation:
-content ×6e4, style ×5e9, the medians of VGG-19/VGG-16 raw-term ratios on the demo pair at
-128, 256 and 512 px over probe images (the content photo, the painting resized, flat grey;
-per probe they range 4.6e4-7.5e4 and 2.4e9-8.1e9; ``jnst.bench.compare.term_scale_ratios``
-measures them). A Caffe-trained VGG-16 file (Keras) has larger features: give it other α, β.
+content ×6e4, style ×5e9: the medians (5.5e4, 5.1e9, rounded to one significant figure) of
+the VGG-19/VGG-16 raw-term ratios on the demo pair at 128, 256 and 512 px over probe images
+(content: the painting resized to the photo, flat grey; style: the photo, the painting
+resized, flat grey; per probe 4.6e4-6.5e4 and 2.4e9-8.1e9).
+``jnst.bench.compare.term_scale_ratios`` measures them (scripts/compare_backbones.py
+--calibrate=vgg16). A Caffe-trained VGG-16 file (Keras) has larger features: give it other α, β.
 """
 
 from __future__ import annotations
