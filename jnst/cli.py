@@ -119,7 +119,8 @@ def define_stylize_flags():
 
 def define_reconstruct_flags():
   define_content_flags()
-  _define("string", "layer", "relu4_2", "Layer whose features are reconstructed.")
+  _define("string", "layer", None, "Layer whose features are reconstructed (default: the "
+          "backbone's content layer; VGG: relu4_2, ResNet-50: layer2.3).")
   _define("bool", "all_blocks", False, "Reconstruct at the first layer of every block "
           "(VGG: relu1_1 ... relu5_1, the paper's conv_1 ... conv_5) instead of --layer.")
 
@@ -163,7 +164,9 @@ def stylize_config() -> experiments.StylizeConfig:
 
 
 def reconstruct_config(layer: str | None = None) -> experiments.ReconstructConfig:
-  return experiments.ReconstructConfig(**_common(), layer=layer or FLAGS.layer).validate()
+  common = _common()
+  layer = layer or FLAGS.layer or backbones.get(common["backbone"]).default_content_layers[0]
+  return experiments.ReconstructConfig(**common, layer=layer).validate()
 
 
 def synthesize_config() -> experiments.SynthesizeConfig:

@@ -51,8 +51,14 @@ def main(argv):
   cfg = compare.CompareConfig(_STEPS.value, _BALANCE.value, _REPEATS.value).validate()
   out = Path(_OUTPUT_DIR.value)
   records.ensure_writable(out / "compare.json")
-  names = list(dict.fromkeys(_BACKBONES.value))
-  entries = [(n, jnst.load_backbone(n)[1]) for n in names]  # Bad names/files fail here.
+  entries = []
+  for name in dict.fromkeys(_BACKBONES.value):  # Bad names/files fail here.
+    try:
+      entries.append((name, jnst.load_backbone(name)[1]))
+    except jnst.JnstError as e:
+      if _BACKBONES.present:
+        raise
+      print(f"skipping {name}: {e}", flush=True)  # A registered backbone without weights.
   content = images.load_image(content_path, _SIZE.value)
   style = images.load_image(style_path, _SIZE.value)
   recs, results = compare.run(entries, content, style, cfg, log=lambda s: print(s, flush=True))

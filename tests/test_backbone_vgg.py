@@ -208,7 +208,7 @@ def test_backbones_are_hashable_values():
 
 @pytest.mark.parametrize("name,options,match", [
     ("vgg11", {}, "unknown backbone 'vgg11'.*vgg19, vgg16"),
-    ("resnet50", {"pooling": "avg"}, "unknown backbone"),
+    ("resnet18", {"pooling": "avg"}, "unknown backbone .resnet18.*resnet50"),
     ("vgg19", {"pooling": "min"}, "unknown pooling 'min'"),
     ("vgg16", {"compute_dtype": "float16"}, "unknown compute dtype 'float16'"),
 ])

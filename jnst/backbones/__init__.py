@@ -1,7 +1,7 @@
 """Backbones: the networks whose features define the losses, found by name.
 
-A backbone is a frozen (hashable) dataclass in a module of its family (``vgg.py``; more come
-with their issues) with:
+A backbone is a frozen (hashable) dataclass in a module of its family (``vgg.py``,
+``resnet.py``; more come with their issues) with:
 
   name, describe()                      its name and options, for records
   with_options(pooling=, compute_dtype=)  a copy with other options (validated)
@@ -25,6 +25,8 @@ from jnst.errors import JnstError
 
 # name -> (module, attribute); modules are imported on first use.
 _REGISTRY = {"vgg19": ("jnst.backbones.vgg", "VGG19"), "vgg16": ("jnst.backbones.vgg", "VGG16")}
+_REGISTRY |= {"resnet50": ("jnst.backbones.resnet", "RESNET50"),  # torchvision (v1.5)
+              "resnet50_v1": ("jnst.backbones.resnet", "RESNET50_V1")}  # Caffe/Keras (v1)
 NAMES = tuple(_REGISTRY)
 
 

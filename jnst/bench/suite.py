@@ -128,7 +128,12 @@ def _jax_warm(problem, x0, cfg: optimize.OptConfig, vmap: optimize.Vmap | None =
   return time.perf_counter() - t0
 
 
-def jax_eval(rec: Recorder, problem, size: int, cfg: BenchConfig, n_flops: int) -> None:
+def _gflops(n_flops: int | None, seconds: float) -> float | None:
+  """GFLOP/s of ``n_flops`` in ``seconds`` (None when the count is unknown)."""
+  return None if n_flops is None else n_flops / seconds / 1e9
+
+
+def jax_eval(rec: Recorder, problem, size: int, cfg: BenchConfig, n_flops: int | None) -> None:
   """One loss + gradient evaluation, jitted alone: eval_ms, first_call_s, memory, GFLOP/s."""
   f = jax.jit(jax.value_and_grad(problem.objective, has_aux=True))
   x0 = problem.init_x
@@ -138,7 +143,7 @@ def jax_eval(rec: Recorder, problem, size: int, cfg: BenchConfig, n_flops: int) 
                                    max(0, cfg.warmup - 1))
   rec.add("jax", size, "eval_ms", 1e3 * sec, "ms")
   rec.add("jax", size, "first_call_s", first, "s", "trace + compile + one evaluation")
-  rec.add("jax", size, "eval_gflops", n_flops / sec / 1e9, "GFLOP/s")
+  rec.add("jax", size, "eval_gflops", _gflops(n_flops, sec), "GFLOP/s")
   _memory(rec, "jax", size, mem)
   # The same evaluation as an optimiser's compiled loop runs it: k chained evaluations in one
   # call (each x depends on the last gradient), so per-call costs (XLA:CPU maps and
@@ -149,7 +154,7 @@ def jax_eval(rec: Recorder, problem, size: int, cfg: BenchConfig, n_flops: int) 
       0, k, lambda _, x: x - 1e-12 * vg(x, data)[1], x))
   sec, _ = timing.median_seconds(lambda: _jax_sync(loop(x0, problem.data)), cfg.repeats, 1)
   rec.add("jax", size, "eval_ms_loop", 1e3 * sec / k, "ms", f"{k} evaluations in one fori_loop")
-  rec.add("jax", size, "eval_gflops_loop", n_flops * k / sec / 1e9, "GFLOP/s")
+  rec.add("jax", size, "eval_gflops_loop", _gflops(n_flops, sec / k), "GFLOP/s")
 
 
 def jax_end_to_end(rec: Recorder, problem, size: int, cfg: BenchConfig) -> dict:
@@ -207,7 +212,7 @@ def _memory(rec: Recorder, framework: str, size: int, mem: timing.PeakRss, what:
 # ------------------------------------------------------------------ PyTorch side
 
 
-def torch_eval(rec: Recorder, tp, size: int, cfg: BenchConfig, n_flops: int) -> None:
+def torch_eval(rec: Recorder, tp, size: int, cfg: BenchConfig, n_flops: int | None) -> None:
   """Eager (and torch.compile) loss + gradient: eval_ms, first_call_s, memory, GFLOP/s."""
   from jnst.bench import torch_ref
   loss, x0 = tp
@@ -223,7 +228,7 @@ def torch_eval(rec: Recorder, tp, size: int, cfg: BenchConfig, n_flops: int) -> 
     sec, _ = timing.median_seconds(ev, cfg.repeats, cfg.warmup)
   rec.add("torch", size, "eval_ms", 1e3 * sec, "ms", "eager")
   rec.add("torch", size, "first_call_s", first, "s", "eager, first evaluation")
-  rec.add("torch", size, "eval_gflops", n_flops / sec / 1e9, "GFLOP/s")
+  rec.add("torch", size, "eval_gflops", _gflops(n_flops, sec), "GFLOP/s")
   _memory(rec, "torch", size, mem)
   k = cfg.scan_chunk  # As jax's eval_ms_loop: k chained eager evaluations.
 
@@ -235,7 +240,7 @@ def torch_eval(rec: Recorder, tp, size: int, cfg: BenchConfig, n_flops: int) -> 
 
   sec, _ = timing.median_seconds(chained, cfg.repeats, 1)
   rec.add("torch", size, "eval_ms_loop", 1e3 * sec / k, "ms", f"{k} chained eager evaluations")
-  rec.add("torch", size, "eval_gflops_loop", n_flops * k / sec / 1e9, "GFLOP/s")
+  rec.add("torch", size, "eval_gflops_loop", _gflops(n_flops, sec / k), "GFLOP/s")
   if not cfg.torch_compile:
     return
   t = torch_ref.torch()
@@ -355,16 +360,18 @@ def _main_suite(rec: Recorder, params, content_path, style_path, cfg: BenchConfi
     h, w = content.shape[:2]
     shapes[size] = [h, w]
     problem = scfg.build(params, Inputs(content, (style,)))
-    n_flops = flops.eval_flops(h, w, problem.objective.layers,
-                               problem.backbone.default_style_layers, problem.backbone.arch)
-    log(f"size {size} ({w}x{h}): {n_flops / 1e9:.2f} GFLOP per evaluation")
+    arch = getattr(problem.backbone, "arch", None)  # The analytic count knows VGGs only.
+    n_flops = None if arch is None else flops.eval_flops(
+        h, w, problem.objective.layers, problem.backbone.default_style_layers, arch)
+    log(f"size {size} ({w}x{h}): " + ("FLOPs not counted for this backbone" if n_flops is None
+                                      else f"{n_flops / 1e9:.2f} GFLOP per evaluation"))
     tp = None
     if "torch" in cfg.frameworks:
       from jnst.bench import torch_ref
       tp = torch_ref.stylize_problem(params, content, [style], scfg, torch_ref.default_device())
     runs = {}
     for fw in cfg.frameworks:
-      rec.add(fw, size, "gflop_per_eval", n_flops / 1e9, "GFLOP", f"{w}x{h}, analytic")
+      rec.add(fw, size, "gflop_per_eval", _gflops(n_flops, 1.0), "GFLOP", f"{w}x{h}, analytic")
     if size in cfg.sizes:
       if "jax" in cfg.frameworks:
         jax_eval(rec, problem, size, cfg, n_flops)

@@ -2,7 +2,8 @@
 
 Mirrors jnst exactly: the VGG conv stack from our params pytree (HWIO kernels -> OIHW;
 both frameworks cross-correlate with SAME = 1-pixel zero padding), the same preprocessing
-(``VGG.preprocess``: the optimised image lives in the weights' input space), the same
+(``VGG.preprocess``: the optimised image lives in the weights' input space) — or ResNet-50
+(``TorchResNet``, batch norm folded as in ``jnst.backbones.resnet``) — the same
 layers (stopping at the deepest one needed), pooling, loss normalisations
 (``jnst.losses``), layer/blend weights, and optimisers: ``torch.optim.LBFGS`` (no line
 search, history ``lbfgs_memory``) and ``torch.optim.Adam`` (optax.adam's defaults: betas
@@ -21,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 import jnst.optimize as optimize
-from jnst.backbones import vgg
+from jnst.backbones import resnet, vgg
 from jnst.experiments import StylizeConfig
 from jnst.errors import JnstError
 
@@ -107,6 +108,63 @@ class TorchVGG:
     return out
 
 
+class TorchResNet(TorchVGG):
+  """ResNet-50 of ``params`` (jnst pytree, batch norm folded) as PyTorch tensors: the same
+  graph as ``jnst.backbones.resnet.ResNetNet`` (``stride_in_1x1``: the v1 variant)."""
+
+  def __init__(self, params: Mapping, stride_in_1x1: bool = False, device="cpu", dtype=None):
+    t = torch()
+    self.stride_in_1x1, self.device, self.dtype = stride_in_1x1, device, dtype or t.float32
+    self.conv = {}
+    for name in resnet.CONV_NAMES:
+      k = np.asarray(params["conv"][name]["kernel"], np.float32).transpose(3, 2, 0, 1)
+      b = np.asarray(params["conv"][name]["bias"], np.float32)
+      self.conv[name] = (t.tensor(np.ascontiguousarray(k), device=device, dtype=self.dtype),
+                         t.tensor(b, device=device, dtype=self.dtype))
+    self.mean = t.tensor(np.asarray(params["input"]["mean"], np.float32), device=device)
+    self.std = t.tensor(np.asarray(params["input"]["std"], np.float32), device=device)
+
+  def features(self, x, layers: Sequence[str], pooling: str = "max") -> dict:
+    """{layer: (B, C, H', W') float32} of network-space ``x``; stops at the deepest layer."""
+    F = torch().nn.functional
+    wanted = set(resnet.RESNET50.validate_layers(layers))
+    order = resnet.LAYER_NAMES
+    last = max(order.index(l) for l in wanted)
+    out = {}
+
+    def keep(name, value):
+      if name in wanted:
+        out[name] = value.float()
+      return order.index(name) >= last
+
+    def conv(h, name, stride=1):
+      k, b = self.conv[name]
+      return F.conv2d(h, k, b, stride=stride, padding=k.shape[-1] // 2)
+
+    x = conv(x.to(self.dtype), "conv1", 2)
+    if keep("conv1", x):
+      return out
+    x = F.relu(x)
+    if keep("relu", x):
+      return out
+    if pooling not in resnet.POOLINGS:
+      raise JnstError(f"unknown pooling {pooling!r}: use 'max' or 'avg'")
+    x = (F.max_pool2d(x, 3, 2, 1) if pooling == "max"
+         else F.avg_pool2d(x, 3, 2, 1, count_include_pad=True))
+    if keep("maxpool", x):
+      return out
+    for s, n in enumerate(resnet.STAGES, 1):
+      for b in range(n):
+        p, stride = f"layer{s}.{b}", (2 if s > 1 and b == 0 else 1)
+        s1, s2 = (stride, 1) if self.stride_in_1x1 else (1, stride)
+        h = F.relu(conv(x, f"{p}.conv1", s1))
+        h = conv(F.relu(conv(h, f"{p}.conv2", s2)), f"{p}.conv3")
+        x = F.relu(h + (conv(x, f"{p}.downsample", stride) if b == 0 else x))
+        if keep(p, x):
+          return out
+    return out
+
+
 # ------------------------------------------------------------------ losses (jnst.losses)
 
 
@@ -154,7 +212,8 @@ class TorchGatys:
             for l, p in self.content.items()) if self.content else zero
     s = sum(w["style_layers"][l] * style_layer_loss(feats[l], a, self.variant)
             for l, a in self.style.items()) if self.style else zero
-    terms = {"content": w["content"] * c, "style": w["style"] * s, "tv": w["tv"] * tv_loss(x)}
+    rgb255 = x * (255.0 * self.net.std)[:, None, None]  # TV in RGB 0-255 steps, as jnst.
+    terms = {"content": w["content"] * c, "style": w["style"] * s, "tv": w["tv"] * tv_loss(rgb255)}
     return terms["content"] + terms["style"] + terms["tv"], terms
 
 
@@ -173,19 +232,18 @@ def to_nhwc(x) -> np.ndarray:
 def stylize_problem(params, content, styles: Sequence, cfg: StylizeConfig,
                     device="cpu") -> tuple[TorchGatys, object]:
   """(loss, network-space content image (1, 3, H, W)) for the same experiment as
-  ``StylizeConfig.build`` — its backbone (``cfg.backbone``, a VGG), layers, weights and the
+  ``StylizeConfig.build`` — its backbone (``cfg.backbone``), layers, weights and the
   backbone's ``term_scales``: targets are computed here, in PyTorch."""
   t = torch()
   bb = cfg.get_backbone()
-  if not isinstance(bb, vgg.VGG):
-    raise JnstError(f"the PyTorch reference has the VGG networks only, not {bb.name}: "
-                    f"use --frameworks=jax")
-  if vgg.arch_of(params) != bb.arch:
-    raise JnstError(f"these params hold {vgg.arch_of(params).name} convs, not {bb.name}'s: "
-                    f"pass {vgg.arch_of(params).name} params or --backbone="
-                    f"{vgg.arch_of(params).name}")
-  net = TorchVGG(params, device)
-  scales = dict(bb.term_scales)
+  if cfg.backbone in resnet.VARIANTS:
+    net = TorchResNet(params, bb.stride_in_1x1, device)
+  else:
+    if vgg.arch_of(params) != bb.arch:
+      raise JnstError(f"these params hold {vgg.arch_of(params).name} convs, not {bb.name}'s: "
+                      f"pass {vgg.arch_of(params).name} params or --backbone="
+                      f"{vgg.arch_of(params).name}")
+    net = TorchVGG(params, device)
   c_layers = bb.expand_layers(cfg.content_layers or bb.default_content_layers)
   s_layers = bb.expand_layers(cfg.style_layers or bb.default_style_layers)
   with t.no_grad():
@@ -200,9 +258,9 @@ def stylize_problem(params, content, styles: Sequence, cfg: StylizeConfig,
         style_t[l] = style_t[l] + (b / float(sum(blend))) * gram(feats[l])[0]
   cw = cfg.content_layer_weights or [1.0] * len(c_layers)
   sw = cfg.style_layer_weights or [1.0 / len(s_layers)] * len(s_layers)
+  scales = dict(bb.term_scales)
   weights = {"content": cfg.content_weight * scales.get("content", 1.0),
-             "style": cfg.style_weight * scales.get("style", 1.0),
-             "tv": cfg.tv_weight * scales.get("tv", 1.0),
+             "style": cfg.style_weight * scales.get("style", 1.0), "tv": cfg.tv_weight,
              "content_layers": dict(zip(c_layers, cw)), "style_layers": dict(zip(s_layers, sw))}
   loss = TorchGatys(net, tuple(dict.fromkeys(c_layers + s_layers)), content_t, style_t,
                     weights, cfg.pooling, cfg.variant)
