@@ -7,8 +7,9 @@ table of per-evaluation time, memory and evaluations to a fixed style/content ba
   python scripts/compare_backbones.py --calibrate=vgg16             # its term_scales' ratios
 
 Each backbone uses its default weights file (fetched and converted once; $JNST_WEIGHTS,
-$JNST_WEIGHTS_VGG16, ... override). Writes compare.json, compare.md and grid.png to
---output_dir. The pair defaults to the demo pair.
+$JNST_WEIGHTS_VGG16, ... or --weights=NAME=PATH,... override); by default a registered
+backbone without weights (ResNet-50 has no download) is skipped with a note. Writes
+compare.json, compare.md and grid.png to --output_dir. The pair defaults to the demo pair.
 """
 
 import dataclasses
@@ -30,6 +31,8 @@ _BALANCE = flags.DEFINE_float("balance", 1.0, "Count evaluations until weighted 
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed evaluations per median.", lower_bound=1)
 _CONTENT = flags.DEFINE_string("content", None, "Content image (default: the demo photo).")
 _STYLE = flags.DEFINE_string("style", None, "Style image (default: the demo painting).")
+_WEIGHTS = flags.DEFINE_list("weights", None, "NAME=PATH per backbone, e.g. resnet50=w.h5 "
+                              "(default: each backbone's default file).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/compare", "Output directory.")
 _CALIBRATE = flags.DEFINE_string("calibrate", None, "Instead: print the VGG-19/BACKBONE raw-term "
                                  "ratios behind BACKBONE's term_scales (at 128, 256, 512 px).")
@@ -51,10 +54,13 @@ def main(argv):
   cfg = compare.CompareConfig(_STEPS.value, _BALANCE.value, _REPEATS.value).validate()
   out = Path(_OUTPUT_DIR.value)
   records.ensure_writable(out / "compare.json")
+  paths = dict(w.split("=", 1) for w in _WEIGHTS.value or [] if "=" in w)
+  if len(paths) != len(_WEIGHTS.value or []):
+    raise jnst.JnstError(f"--weights={','.join(_WEIGHTS.value)} must be NAME=PATH pairs")
   entries = []
   for name in dict.fromkeys(_BACKBONES.value):  # Bad names/files fail here.
     try:
-      entries.append((name, jnst.load_backbone(name)[1]))
+      entries.append((name, jnst.load_backbone(name, paths.get(name))[1]))
     except jnst.JnstError as e:
       if _BACKBONES.present:
         raise

@@ -77,12 +77,12 @@ def test_compare_script(tmp_path, random_weights_file):
                   arch=vgg.ARCHS["vgg16"], source="random", source_sha256="0" * 64,
                   convention="caffe_bgr", mean=vgg.CAFFE_MEAN_BGR, storage_dtype="float16")
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-         "JNST_WEIGHTS": str(random_weights_file), "JNST_WEIGHTS_VGG16": str(w16)}
+         "JNST_WEIGHTS": str(random_weights_file)}
   out = tmp_path / "cmp"
   p = subprocess.run([sys.executable, str(REPO / "scripts" / "compare_backbones.py"),
                       "--backbones=vgg16,vgg19", "--size=32", "--steps=2", "--repeats=1",
-                      f"--output_dir={out}"], capture_output=True, text=True, env=env,
-                     timeout=300, cwd=REPO)
+                      f"--weights=vgg16={w16}", f"--output_dir={out}"], capture_output=True,
+                     text=True, env=env, timeout=300, cwd=REPO)
   assert p.returncode == 0, p.stderr[-3000:]
   rec = json.loads((out / "compare.json").read_text())
   assert [r["backbone"] for r in rec["results"]] == ["vgg16", "vgg19"]
@@ -92,3 +92,7 @@ def test_compare_script(tmp_path, random_weights_file):
                       "--backbones=vgg19,vgg11", f"--output_dir={tmp_path / 'no'}"],
                      capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
   assert p.returncode == 2 and "unknown backbone 'vgg11'" in p.stderr
+  p = subprocess.run([sys.executable, str(REPO / "scripts" / "compare_backbones.py"),
+                      "--weights=vgg16", f"--output_dir={tmp_path / 'no'}"],
+                     capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+  assert p.returncode == 2 and "--weights=vgg16 must be NAME=PATH pairs" in p.stderr
