@@ -58,7 +58,8 @@ def test_term_scale_ratios_find_a_known_scale(random_params):
   """Params whose last-needed features are scaled by s give content ratio 1/s² and style
   ratio 1/s⁴ (the terms are quadratic / quartic in the features)."""
   rng = np.random.default_rng(3)
-  content, style = (rng.uniform(size=(24, 32, 3)).astype(np.float32) for _ in range(2))
+  content = rng.uniform(size=(24, 32, 3)).astype(np.float32)
+  style = rng.uniform(size=(20, 28, 3)).astype(np.float32)  # Resized, it is a new image.
   s = 0.5  # Scale every bias and the first kernel: each ReLU layer scales by s.
   scaled = {"input": random_params["input"], "conv": {
       n: {"kernel": c["kernel"] * (s if n == "conv1_1" else 1.0), "bias": c["bias"] * s}

@@ -149,6 +149,7 @@ def term_scale_ratios(reference: tuple[str, object], other: tuple[str, object],
       for probe in images:
         a = raw_terms(reference[0], reference[1], content, style, probe)[term]
         b = raw_terms(other[0], other[1], content, style, probe)[term]
-        ratios[term].append(a / b)
+        if b > 0:  # A probe equal to its target (e.g. a pair of one image) says nothing.
+          ratios[term].append(a / b)
   ratios["median"] = {t: float(np.median(ratios[t])) for t in ("content", "style")}
   return ratios
