@@ -74,13 +74,17 @@ def _single(cls, inputs: Inputs, options: dict):
 
 
 def stylize(content, style, **options) -> tuple[np.ndarray, dict]:
-  """Style transfer of ``content`` in the style of ``style`` (one image or a list, blended).
-  Returns (RGB image, run record: loss history, evaluations, terms, seconds, config)."""
+  """Style transfer of ``content`` in the style of ``style`` (one image or a list, blended;
+  ``content_mask``/``style_masks``: colour-coded region masks, README "Style losses, masks and
+  colour"). Returns (RGB image, run record: loss history, evaluations, terms, seconds, config)."""
   styles = tuple(style) if isinstance(style, (list, tuple)) else (style,)
   init = options.pop("init_image", None)
   if init is not None:
     options.setdefault("init", "image")
-  return _single(StylizeConfig, Inputs(content, styles, init), options)
+  # Guided style transfer: colour-coded masks, one per image (jnst.masks).
+  content_mask, style_masks = options.pop("content_mask", None), options.pop("style_masks", ())
+  return _single(StylizeConfig, Inputs(content, styles, init, content_mask, tuple(style_masks)),
+                 options)
 
 
 def reconstruct(content, **options) -> tuple[np.ndarray, dict]:

@@ -18,6 +18,7 @@ import jnst.backbones as backbones
 import jnst.demo as demo
 import jnst.experiments as experiments
 import jnst.images as images
+import jnst.masks as masks
 import jnst.optimize as optimize
 import jnst.records as records
 from jnst.errors import JnstError
@@ -98,6 +99,9 @@ def define_style_flags():
           check=_numbers, message="must be finite numbers >= 0")
   _define("float", "style_scale", 1.0, "Style image max side relative to --size.",
           check=lambda v: math.isfinite(v) and v > 0, message="must be a finite number > 0")
+  _define("enum", "style_loss", "gram", ["gram", "wasserstein", "mean_std"], "Style statistics "
+          "compared: gram (Gatys), wasserstein (W2 between Gaussian fits of the features) or "
+          "mean_std (per-channel mean and std); jnst/style_stats.py.")
 
 
 def define_stylize_flags():
@@ -114,7 +118,16 @@ def define_stylize_flags():
                                ("tv_weight", 0.0, "γ, the total-variation")):
     _define("float", name, default, f"{greek} loss weight.", check=_finite_nonneg,
             message="must be a finite number >= 0")
-  _define("bool", "original_colors", False, "Keep the content image's colours.")
+  _define("bool", "original_colors", False, "Keep the content image's colours (the same as "
+          "--color_transfer=original).")
+  _define("enum", "color_transfer", "none", ["none", "original", "histogram"], "Colour: none; "
+          "original (keep the content's colours: luminance transfer on the result); histogram "
+          "(recolour the style image(s) to the content's colour distribution first: "
+          "mean/covariance, then per-channel histograms).")
+  _define("string", "content_mask", None, "Guided style transfer: a colour-coded mask of the "
+          "content image (its size; one flat colour per region; PNG).")
+  _define("list", "style_mask", None, "Guided style transfer: one colour-coded mask per --style "
+          "image; each content-mask colour takes its style from the same colour here.")
 
 
 def define_reconstruct_flags():
@@ -160,7 +173,8 @@ def stylize_config() -> experiments.StylizeConfig:
       tv_weight=FLAGS.tv_weight, content_layer_weights=_floats("content_layer_weights"),
       style_layer_weights=_floats("style_layer_weights"),
       style_blend_weights=_floats("style_blend_weights"), init=init,
-      original_colors=FLAGS.original_colors).validate()
+      original_colors=FLAGS.original_colors, style_loss=FLAGS.style_loss,
+      color_transfer=FLAGS.color_transfer).validate()
 
 
 def reconstruct_config(layer: str | None = None) -> experiments.ReconstructConfig:
@@ -171,7 +185,8 @@ def reconstruct_config(layer: str | None = None) -> experiments.ReconstructConfi
 
 def synthesize_config() -> experiments.SynthesizeConfig:
   return experiments.SynthesizeConfig(**_common(), style_layers=_layers("style_layers"),
-                                      style_layer_weights=_floats("style_layer_weights")).validate()
+                                      style_layer_weights=_floats("style_layer_weights"),
+                                      style_loss=FLAGS.style_loss).validate()
 
 
 CONFIGS = {"stylize": stylize_config, "reconstruct": reconstruct_config,
@@ -189,14 +204,40 @@ class InputSpec:
   init: str | None = None
   size: int = 512
   style_scale: float = 1.0
+  content_mask: str | None = None
+  style_masks: tuple[str, ...] | None = None
 
 
 def input_spec() -> InputSpec:
   init = FLAGS["init"].value if "init" in FLAGS else None
+  style_masks = FLAGS["style_mask"].value if "style_mask" in FLAGS else None
   return InputSpec(FLAGS["content"].value if "content" in FLAGS else None,
                    tuple(FLAGS.style) if "style" in FLAGS and FLAGS.style else None,
                    None if init in (None, "content", "noise", "style") else init,
-                   FLAGS.size, FLAGS["style_scale"].value if "style_scale" in FLAGS else 1.0)
+                   FLAGS.size, FLAGS["style_scale"].value if "style_scale" in FLAGS else 1.0,
+                   FLAGS["content_mask"].value if "content_mask" in FLAGS else None,
+                   tuple(style_masks) if style_masks else None)
+
+
+def _load_masks(spec: InputSpec, paths: dict, content, styles) -> tuple:
+  """(content mask, style masks) as uint8 RGB at their images' loaded sizes; JnstError if a
+  mask's file is not its image's size or the colours do not match (``jnst.masks``)."""
+  if spec.style_masks and not spec.content_mask:
+    raise JnstError("--style_mask needs --content_mask too")
+  if len(spec.style_masks or ()) != len(paths["style"]):
+    raise JnstError(f"{len(spec.style_masks or ())} --style_mask files for "
+                    f"{len(paths['style'])} --style images: give one mask per style image")
+  pairs = [(spec.content_mask, paths["content"], content)] + list(
+      zip(spec.style_masks, paths["style"], styles))
+  out = []
+  for mask, image, loaded in pairs:
+    if images.image_size(mask) != images.image_size(image):
+      (mw, mh), (iw, ih) = images.image_size(mask), images.image_size(image)
+      raise JnstError(f"mask {mask} is {mw}x{mh} px but its image {image} is {iw}x{ih}: a mask "
+                      f"must have its image's size")
+    out.append(images.load_mask(mask, loaded.shape[:2]))
+  masks.regions(out[0], out[1:])  # Colours on one side only fail here, before anything heavy.
+  return out[0], tuple(out[1:])
 
 
 @functools.lru_cache(maxsize=16)
@@ -219,12 +260,19 @@ def load_inputs(spec: InputSpec, experiment: str) -> tuple[experiments.Inputs, d
       raise JnstError(f"synthesize takes one --style image, got {len(paths['style'])}")
     side = max(images.MIN_SIDE, round(spec.style_scale * spec.size))
     styles = tuple(_load(p, side) for p in paths["style"])
+  if spec.content_mask or spec.style_masks:
+    if experiment != "stylize":
+      raise JnstError(f"--content_mask/--style_mask apply to stylize, not {experiment}")
+    paths["content_mask"], paths["style_mask"] = spec.content_mask, list(spec.style_masks or ())
+    mask_c, mask_s = _load_masks(spec, paths, content, styles)
+  else:
+    mask_c, mask_s = None, ()
   if spec.init is not None:
     if not Path(spec.init).is_file():
       raise JnstError(f"--init={spec.init!r} is neither content, noise, style nor an "
                       f"existing image file")
     init = _load(spec.init, spec.size)
-  return experiments.Inputs(content, styles, init), paths
+  return experiments.Inputs(content, styles, init, mask_c, mask_s), paths
 
 
 def load_params(cfg: experiments.Config):

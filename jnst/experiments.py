@@ -21,9 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import jnst.backbones as backbones
+import jnst.colour as colour
 import jnst.losses as losses
+import jnst.masks as masks_
 import jnst.objective as objective
 import jnst.optimize as optimize
+import jnst.style_stats as style_stats
 from jnst.errors import JnstError
 
 INITS = ("content", "noise", "style", "image")
@@ -48,10 +51,25 @@ def _content(inputs) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
-  """The images an experiment reads: content, style image(s), an init image (or None)."""
+  """The images an experiment reads: content, style image(s), an init image (or None), and
+  for guided style transfer a colour-coded content mask and one mask per style image (RGB
+  (H, W, 3) of their images' sizes, uint8 or float in [0, 1]; ``jnst.masks``)."""
   content: np.ndarray | None = None
   styles: tuple[np.ndarray, ...] = ()
   init: np.ndarray | None = None
+  content_mask: np.ndarray | None = None
+  style_masks: tuple[np.ndarray, ...] = ()
+
+
+def _regions(inputs: Inputs, content, styles):
+  """None, or the one-hot region masks (content (R, H, W), [style (R, H_s, W_s)])."""
+  if inputs.content_mask is None and not inputs.style_masks:
+    return None
+  if inputs.content_mask is None:
+    raise JnstError("style masks need a content mask: give --content_mask too")
+  masks_.check_sizes(inputs.content_mask, content, inputs.style_masks, styles)
+  _, c, s = masks_.regions(inputs.content_mask, inputs.style_masks)
+  return c, s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +102,11 @@ class StylizeConfig(Common):
   init: "content", "noise" (seeded), "style" (the first style image resized to the output),
   "image" (``Inputs.init``). style_blend_weights: one per style image (normalised to sum 1).
   Layer weights: per content/style layer (default 1 and 1/n). original_colors: keep the
-  content's colours (luminance transfer applied to the result)."""
+  content's colours (luminance transfer applied to the result). style_loss: gram (the paper),
+  wasserstein or mean_std (``jnst.style_stats``). color_transfer: none; original (the same as
+  original_colors); histogram (each style image recoloured to the content's colour
+  distribution before its statistics are taken, ``colour.match_colors``). Region masks come
+  with the inputs (``Inputs.content_mask``, ``Inputs.style_masks``)."""
   content_layers: tuple[str, ...] | None = None
   style_layers: tuple[str, ...] | None = None
   content_weight: float = 1.0
@@ -95,6 +117,13 @@ class StylizeConfig(Common):
   style_blend_weights: tuple[float, ...] | None = None
   init: str = "content"
   original_colors: bool = False
+  style_loss: str = "gram"
+  color_transfer: str = "none"
+
+  @property
+  def colors(self) -> str:
+    """The colour transfer in effect (original_colors is color_transfer="original")."""
+    return "original" if self.original_colors else self.color_transfer
 
   def validate(self) -> StylizeConfig:
     bb = super().validate().get_backbone()
@@ -104,22 +133,35 @@ class StylizeConfig(Common):
                    tv_weight=self.tv_weight)
     if self.init not in INITS:
       raise JnstError(f"unknown init {self.init!r}: use content, noise, style or an image file")
+    style_stats.check_kind(self.style_loss)
+    if self.color_transfer not in colour.COLOR_TRANSFERS:
+      raise JnstError(f"unknown color_transfer {self.color_transfer!r}: use none, original or "
+                      f"histogram")
+    if self.original_colors and self.color_transfer not in ("none", "original"):
+      raise JnstError(f"original_colors is color_transfer=original: it cannot be combined with "
+                      f"color_transfer={self.color_transfer}")
     return self
 
   def build(self, params, inputs: Inputs) -> objective.Problem:
     bb, content = self.validate().get_backbone(), _content(inputs)
     c_layers = bb.expand_layers(_or(self.content_layers, bb.default_content_layers))
     s_layers = bb.expand_layers(_or(self.style_layers, bb.default_style_layers))
+    styles = tuple(inputs.styles)
+    if self.colors == "histogram":
+      styles = tuple(colour.match_colors(objective.check_image(s, "style image"), content)
+                     for s in styles)
+    regions = _regions(inputs, content, styles)
     terms = {
         "content": (self.content_weight, objective.layer_weights(
             c_layers, self.content_layer_weights, 1.0, "content"),
             objective.content_target(bb, params, content, c_layers)),
         "style": (self.style_weight, objective.layer_weights(
             s_layers, self.style_layer_weights, 1.0 / len(s_layers), "style"),
-            objective.style_target(bb, params, inputs.styles, s_layers, self.style_blend_weights)),
+            objective.style_target(bb, params, styles, s_layers, self.style_blend_weights,
+                                   self.style_loss, regions, tuple(content.shape))),
         "tv": (self.tv_weight, {}, None)}
     obj, data = objective.build(bb, params, terms, self.variant)
-    init = {"content": content, "noise": None, "style": inputs.styles[0],
+    init = {"content": content, "noise": None, "style": styles[0] if styles else None,
             "image": inputs.init}[self.init]
     if self.init == "image" and init is None:
       raise JnstError("init='image' needs an init image")
@@ -128,7 +170,7 @@ class StylizeConfig(Common):
                               "lanczos3")
     init_x = None if init is None else bb.preprocess(params, jnp.clip(init, 0, 1))
     return objective.Problem(obj, data, params, init_x, tuple(content.shape),
-                             np.asarray(content) if self.original_colors else None)
+                             np.asarray(content) if self.colors == "original" else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,16 +194,19 @@ class ReconstructConfig(Common):
 @dataclasses.dataclass(frozen=True)
 class SynthesizeConfig(Common):
   """Texture synthesis from the Grams of ``style_layers`` (Gatys et al. 2015), from noise.
-  ``size``: output (H, W); None = the style image's size."""
+  ``size``: output (H, W); None = the style image's size. style_loss: gram, wasserstein or
+  mean_std (``jnst.style_stats``)."""
   style_layers: tuple[str, ...] | None = None
   style_layer_weights: tuple[float, ...] | None = None
   size: tuple[int, int] | None = None
+  style_loss: str = "gram"
 
   def validate(self) -> SynthesizeConfig:
     bb = super().validate().get_backbone()
     bb.expand_layers(_or(self.style_layers, bb.default_style_layers))
     if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
       raise JnstError(f"size must be (height, width) >= 1, got {self.size}")
+    style_stats.check_kind(self.style_loss)
     return self
 
   def build(self, params, inputs: Inputs) -> objective.Problem:
@@ -172,7 +217,8 @@ class SynthesizeConfig(Common):
     layers = bb.expand_layers(_or(self.style_layers, bb.default_style_layers))
     terms = {"style": (1.0, objective.layer_weights(layers, self.style_layer_weights,
                                                     1.0 / len(layers), "style"),
-                       objective.style_target(bb, params, [style], layers))}
+                       objective.style_target(bb, params, [style], layers,
+                                              kind=self.style_loss))}
     obj, data = objective.build(bb, params, terms, self.variant)
     shape = (*self.size, 3) if self.size else tuple(style.shape)
     return objective.Problem(obj, data, params, None, shape)

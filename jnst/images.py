@@ -76,3 +76,36 @@ def save_image(path: str | os.PathLike, rgb) -> Path:
   with atomic_path(path) as tmp:
     Image.fromarray(to_uint8(rgb)).save(tmp, format=fmt)
   return path
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+  """(width, height) of an image file as ``load_image`` orients it (EXIF), before resizing."""
+  path = Path(path)
+  if not path.is_file():
+    raise JnstError(f"image {path} does not exist: check the path")
+  try:
+    with Image.open(path) as im:
+      w, h = im.size
+      if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # Rotated by 90 degrees.
+        w, h = h, w
+      return w, h
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise JnstError(f"{path} is not a readable image ({e}): give a PNG or JPEG file") from None
+
+
+def load_mask(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
+  """A colour-coded mask as uint8 RGB (H, W, 3), resized to ``shape`` (H, W) by nearest
+  neighbour so that no new colours appear (``jnst.masks``)."""
+  path = Path(path)
+  if not path.is_file():
+    raise JnstError(f"mask {path} does not exist: check the path")
+  try:
+    with Image.open(path) as im:
+      im = ImageOps.exif_transpose(im)
+      im.load()
+      rgb = _to_rgb(im)
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise JnstError(f"{path} is not a readable image ({e}): give a PNG file") from None
+  if rgb.size != (shape[1], shape[0]):
+    rgb = rgb.resize((shape[1], shape[0]), Image.NEAREST)
+  return np.asarray(rgb, np.uint8)

@@ -115,9 +115,13 @@ def content(feats: Mapping, image, target: Mapping, layer_weights: Mapping, vari
 
 
 def style(feats: Mapping, image, target: Mapping, layer_weights: Mapping, variant: str):
-  """L_style = Σ_l w_l E_l; ``target`` {layer: raw Gram A (C, C)}."""
+  """L_style = Σ_l w_l E_l; ``target`` {layer: raw Gram A (C, C)}, or {layer: a statistics
+  target with a ``loss(features, variant)`` method} (``jnst.style_stats``: Wasserstein,
+  mean/std, masked Grams)."""
   del image
-  return sum(layer_weights[l] * style_layer_loss(feats[l], target[l], variant) for l in target)
+  return sum(layer_weights[l] * (target[l].loss(feats[l], variant) if hasattr(target[l], "loss")
+                                 else style_layer_loss(feats[l], target[l], variant))
+             for l in target)
 
 
 def tv(feats: Mapping, image, target, layer_weights: Mapping, variant: str):

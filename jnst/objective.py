@@ -31,6 +31,7 @@ import numpy as np
 
 import jnst.colour as colour
 import jnst.losses as losses
+import jnst.style_stats as style_stats
 from jnst.errors import JnstError
 
 
@@ -132,8 +133,14 @@ def content_target(backbone, params, content, layers: Sequence[str]) -> dict:
 
 
 def style_target(backbone, params, styles: Sequence, layers: Sequence[str],
-                 blend: Sequence[float] | None = None) -> dict:
-  """{layer: Σ_s b_s A_s}: blended raw Grams of the style images (b normalised to sum 1)."""
+                 blend: Sequence[float] | None = None, kind: str = "gram", masks=None,
+                 shape: tuple[int, ...] | None = None) -> dict:
+  """{layer: Σ_s b_s A_s}: blended raw Grams of the style images (b normalised to sum 1).
+
+  Another ``kind`` of style loss (wasserstein, mean_std) or region ``masks`` (content (R, H, W),
+  [style s (R, H_s, W_s)] one-hot, from ``jnst.masks.regions``; ``shape`` the output's) give
+  {layer: ``style_stats.StyleStats``} instead (``jnst.style_stats``)."""
+  style_stats.check_kind(kind)
   if not len(styles):
     raise JnstError("no style image given: pass at least one")
   blend = [1.0] * len(styles) if blend is None else list(blend)
@@ -143,6 +150,9 @@ def style_target(backbone, params, styles: Sequence, layers: Sequence[str],
   if any(not np.isfinite(b) or b < 0 for b in blend) or sum(blend) <= 0:
     raise JnstError(f"style blend weights must be >= 0 with a positive sum, got {blend}")
   total = float(sum(blend))
+  if kind != "gram" or masks is not None:
+    return style_stats.target(backbone, params, [check_image(s, "style image") for s in styles],
+                              layers, [b / total for b in blend], kind, masks, shape)
   out = {l: 0.0 for l in layers}
   for s, b in zip(styles, blend):
     feats = backbone.extract(params, check_image(s, "style image")[None], layers)

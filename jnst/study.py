@@ -66,6 +66,8 @@ SEQUENTIAL = {
     "pooling": Option("cfg", "pooling", ALL),
     "backbone": Option("cfg", "backbone", ALL),
     "variant": Option("cfg", "variant", ALL),
+    "style_loss": Option("cfg", "style_loss", ("synthesize", "stylize")),
+    "color_transfer": Option("cfg", "color_transfer", ("stylize",)),
     "compute_dtype": Option("cfg", "compute_dtype", ALL),
     "optimizer": Option("opt", "optimizer", ALL),
     "linesearch": Option("opt", "linesearch", ALL),
