@@ -39,7 +39,8 @@ _PARAMS: dict = {}  # (backbone, weights path) -> params, loaded once per proces
 
 def load_backbone(name: str = "vgg19", weights=None, **options):
   """(backbone, params): the network ``name`` with ``options`` (pooling, compute_dtype) and
-  its weights from ``weights`` (a file; default for VGG-19: fetched and converted once)."""
+  its weights from ``weights`` (a file; default: the backbone's own file, fetched and
+  converted once)."""
   bb = backbones.get(name, **options)
   key = (name, None if weights is None else str(weights))
   if key not in _PARAMS:

@@ -76,8 +76,9 @@ def _numbers(values):
 def define_common_flags(default_steps: int = 500, default_size: int = 512):
   """Backbone, optimiser and output flags every experiment script shares."""
   _define("string", "output", None, "Output PNG path (a JSON record is written beside it).")
-  _define("string", "weights", None, "Network weights file (default: $JNST_WEIGHTS, else "
-          "weights/vgg19.h5, fetched and converted on first use).")
+  _define("string", "weights", None, "Network weights file (default: the backbone's: "
+          "$JNST_WEIGHTS (VGG-19) / $JNST_WEIGHTS_VGG16, else weights/<backbone>.h5, fetched "
+          "and converted on first use).")
   _define("enum", "backbone", "vgg19", list(backbones.NAMES), "Network whose features define "
           "the losses.")
   _define("integer", "size", default_size, "Max side of the output in pixels (aspect kept; "
@@ -434,6 +435,18 @@ def load_params(cfg: experiments.Config):
   return cfg.get_backbone().load(FLAGS.weights)
 
 
+def variant_params(variants) -> list:
+  """The network weights of each study variant (``study.Variant``), loaded once per backbone:
+  from --weights, or with a sweep over backbones each one's default file."""
+  names = list(dict.fromkeys(v.cfg.backbone for v in variants))
+  if len(names) > 1 and FLAGS.weights:
+    raise JnstError(f"--weights names one file, but the sweep uses {', '.join(names)}: omit "
+                    f"--weights (each backbone then uses its default file, e.g. $JNST_WEIGHTS, "
+                    f"$JNST_WEIGHTS_VGG16)")
+  loaded = {n: backbones.get(n).load(FLAGS.weights) for n in names}
+  return [loaded[v.cfg.backbone] for v in variants]
+
+
 @dataclasses.dataclass
 class Job:
   """What a single-run script needs: its output path, config, inputs (and their paths) and
@@ -756,7 +769,7 @@ def benchmark_config():
       loops=tuple(FLAGS.loops), torch_compile=pick(FLAGS.torch_compile, True, False),
       threads=FLAGS.threads, matmul_n=256 if q else 2048, seed_scaling=mode,
       seed_sizes=seed_sizes, seed_counts=seed_counts,
-      seed_steps=pick(FLAGS.seed_steps, 10, 2)).validate()
+      seed_steps=pick(FLAGS.seed_steps, 10, 2), backbone=FLAGS.backbone).validate()
 
 
 def benchmark_images() -> tuple[str, str]:

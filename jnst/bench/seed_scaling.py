@@ -54,18 +54,19 @@ def _sequential_seconds(problem, n: int, opt: optimize.OptConfig):
 
 def seed_scaling(rec, params, content: np.ndarray, style: np.ndarray, size: int,
                  counts: Sequence[int], steps: int, optimizer: str = "lbfgs",
-                 scan_chunk: int = 10) -> None:
+                 scan_chunk: int = 10, backbone: str = "vgg19") -> None:
   """Records the seed-scaling metrics above for one image size.
 
   Args:
     rec: a ``recorder.Recorder``.
-    params: VGG-19 parameters.
+    params: the backbone's parameters (``backbone``: its name, default VGG-19).
     content, style: RGB in [0, 1], (H, W, 3), already at ``size`` (longer side, px).
     counts: numbers of seeds N, each run vmapped and sequentially.
     steps: optimiser steps per seed. optimizer: "lbfgs" or "adam" (the CLI's rates).
     scan_chunk: steps per compiled scan call (the run uses gcd(steps, scan_chunk)).
   """
-  problem = StylizeConfig(init="noise").build(params, Inputs(content, (style,)))
+  problem = StylizeConfig(backbone=backbone, init="noise").build(params,
+                                                                 Inputs(content, (style,)))
   opt = opt_config(optimizer, steps, optimize.OptConfig().loop, scan_chunk)
   counts = sorted(set(int(n) for n in counts))
   rec.add("jax", size, "seeds_steps", steps, "steps", f"{optimizer}, noise init")

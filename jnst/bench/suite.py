@@ -43,7 +43,8 @@ class BenchConfig:
   threads: torch intra-op threads (0 = every CPU, as XLA:CPU uses). matmul_n: side of the
   matmul that measures the peak. seed_scaling: "off", "on" (after the rest) or "only" —
   the issue-4 figure (``seed_scaling.py``) at ``seed_sizes`` (px) for ``seed_counts`` seeds
-  of ``seed_steps`` L-BFGS steps each.
+  of ``seed_steps`` L-BFGS steps each. backbone: the network (``jnst.backbones`` name); the
+  params passed to ``run`` must be its.
   """
   sizes: tuple[int, ...] = (128, 256)
   frameworks: tuple[str, ...] = FRAMEWORKS
@@ -62,6 +63,7 @@ class BenchConfig:
   seed_sizes: tuple[int, ...] = (64, 128, 256)
   seed_counts: tuple[int, ...] = (1, 2, 4, 8, 16)
   seed_steps: int = 10
+  backbone: str = "vgg19"
 
   def validate(self) -> BenchConfig:
     bad = [f for f in self.frameworks if f not in FRAMEWORKS]
@@ -126,7 +128,12 @@ def _jax_warm(problem, x0, cfg: optimize.OptConfig, vmap: optimize.Vmap | None =
   return time.perf_counter() - t0
 
 
-def jax_eval(rec: Recorder, problem, size: int, cfg: BenchConfig, n_flops: int) -> None:
+def _gflops(n_flops: int | None, seconds: float) -> float | None:
+  """GFLOP/s of ``n_flops`` in ``seconds`` (None when the count is unknown)."""
+  return None if n_flops is None else n_flops / seconds / 1e9
+
+
+def jax_eval(rec: Recorder, problem, size: int, cfg: BenchConfig, n_flops: int | None) -> None:
   """One loss + gradient evaluation, jitted alone: eval_ms, first_call_s, memory, GFLOP/s."""
   f = jax.jit(jax.value_and_grad(problem.objective, has_aux=True))
   x0 = problem.init_x
@@ -136,7 +143,7 @@ def jax_eval(rec: Recorder, problem, size: int, cfg: BenchConfig, n_flops: int) 
                                    max(0, cfg.warmup - 1))
   rec.add("jax", size, "eval_ms", 1e3 * sec, "ms")
   rec.add("jax", size, "first_call_s", first, "s", "trace + compile + one evaluation")
-  rec.add("jax", size, "eval_gflops", n_flops / sec / 1e9, "GFLOP/s")
+  rec.add("jax", size, "eval_gflops", _gflops(n_flops, sec), "GFLOP/s")
   _memory(rec, "jax", size, mem)
   # The same evaluation as an optimiser's compiled loop runs it: k chained evaluations in one
   # call (each x depends on the last gradient), so per-call costs (XLA:CPU maps and
@@ -147,7 +154,7 @@ def jax_eval(rec: Recorder, problem, size: int, cfg: BenchConfig, n_flops: int) 
       0, k, lambda _, x: x - 1e-12 * vg(x, data)[1], x))
   sec, _ = timing.median_seconds(lambda: _jax_sync(loop(x0, problem.data)), cfg.repeats, 1)
   rec.add("jax", size, "eval_ms_loop", 1e3 * sec / k, "ms", f"{k} evaluations in one fori_loop")
-  rec.add("jax", size, "eval_gflops_loop", n_flops * k / sec / 1e9, "GFLOP/s")
+  rec.add("jax", size, "eval_gflops_loop", _gflops(n_flops, sec / k), "GFLOP/s")
 
 
 def jax_end_to_end(rec: Recorder, problem, size: int, cfg: BenchConfig) -> dict:
@@ -205,7 +212,7 @@ def _memory(rec: Recorder, framework: str, size: int, mem: timing.PeakRss, what:
 # ------------------------------------------------------------------ PyTorch side
 
 
-def torch_eval(rec: Recorder, tp, size: int, cfg: BenchConfig, n_flops: int) -> None:
+def torch_eval(rec: Recorder, tp, size: int, cfg: BenchConfig, n_flops: int | None) -> None:
   """Eager (and torch.compile) loss + gradient: eval_ms, first_call_s, memory, GFLOP/s."""
   from jnst.bench import torch_ref
   loss, x0 = tp
@@ -221,7 +228,7 @@ def torch_eval(rec: Recorder, tp, size: int, cfg: BenchConfig, n_flops: int) -> 
     sec, _ = timing.median_seconds(ev, cfg.repeats, cfg.warmup)
   rec.add("torch", size, "eval_ms", 1e3 * sec, "ms", "eager")
   rec.add("torch", size, "first_call_s", first, "s", "eager, first evaluation")
-  rec.add("torch", size, "eval_gflops", n_flops / sec / 1e9, "GFLOP/s")
+  rec.add("torch", size, "eval_gflops", _gflops(n_flops, sec), "GFLOP/s")
   _memory(rec, "torch", size, mem)
   k = cfg.scan_chunk  # As jax's eval_ms_loop: k chained eager evaluations.
 
@@ -233,7 +240,7 @@ def torch_eval(rec: Recorder, tp, size: int, cfg: BenchConfig, n_flops: int) -> 
 
   sec, _ = timing.median_seconds(chained, cfg.repeats, 1)
   rec.add("torch", size, "eval_ms_loop", 1e3 * sec / k, "ms", f"{k} chained eager evaluations")
-  rec.add("torch", size, "eval_gflops_loop", n_flops * k / sec / 1e9, "GFLOP/s")
+  rec.add("torch", size, "eval_gflops_loop", _gflops(n_flops, sec / k), "GFLOP/s")
   if not cfg.torch_compile:
     return
   t = torch_ref.torch()
@@ -331,7 +338,7 @@ def run(params, content_path, style_path, cfg: BenchConfig,
       log(f"seed scaling at {size} px ({content.shape[1]}x{content.shape[0]}): seeds "
           f"{list(cfg.seed_counts)}, {cfg.seed_steps} L-BFGS steps each")
       seed_scaling.seed_scaling(rec, params, content, style, size, cfg.seed_counts,
-                                cfg.seed_steps, "lbfgs", cfg.scan_chunk)
+                                cfg.seed_steps, "lbfgs", cfg.scan_chunk, cfg.backbone)
   machine["image_shapes_hw"] = {str(k): v for k, v in shapes.items()}
   machine["load_average_after"] = list(os.getloadavg())
   return machine, rec.records
@@ -345,7 +352,7 @@ def _main_suite(rec: Recorder, params, content_path, style_path, cfg: BenchConfi
     gflops = timing.jax_matmul_peak_gflops(cfg.matmul_n)
     rec.add("jax", 0, "matmul_peak_gflops", gflops, "GFLOP/s",
             f"{cfg.matmul_n}^2 float32 matmul, default precision")
-  scfg = StylizeConfig()
+  scfg = StylizeConfig(backbone=cfg.backbone).validate()
   sizes = list(cfg.sizes) + ([seed_size] if seed_size and seed_size not in cfg.sizes else [])
   shapes = {}
   for size in sizes:
@@ -353,16 +360,18 @@ def _main_suite(rec: Recorder, params, content_path, style_path, cfg: BenchConfi
     h, w = content.shape[:2]
     shapes[size] = [h, w]
     problem = scfg.build(params, Inputs(content, (style,)))
-    n_flops = flops.eval_flops(h, w, problem.objective.layers,
-                               problem.backbone.default_style_layers)
-    log(f"size {size} ({w}x{h}): {n_flops / 1e9:.2f} GFLOP per evaluation")
+    arch = getattr(problem.backbone, "arch", None)  # The analytic count knows VGGs only.
+    n_flops = None if arch is None else flops.eval_flops(
+        h, w, problem.objective.layers, problem.backbone.default_style_layers, arch)
+    log(f"size {size} ({w}x{h}): " + ("FLOPs not counted for this backbone" if n_flops is None
+                                      else f"{n_flops / 1e9:.2f} GFLOP per evaluation"))
     tp = None
     if "torch" in cfg.frameworks:
       from jnst.bench import torch_ref
       tp = torch_ref.stylize_problem(params, content, [style], scfg, torch_ref.default_device())
     runs = {}
     for fw in cfg.frameworks:
-      rec.add(fw, size, "gflop_per_eval", n_flops / 1e9, "GFLOP", f"{w}x{h}, analytic")
+      rec.add(fw, size, "gflop_per_eval", _gflops(n_flops, 1.0), "GFLOP", f"{w}x{h}, analytic")
     if size in cfg.sizes:
       if "jax" in cfg.frameworks:
         jax_eval(rec, problem, size, cfg, n_flops)
@@ -396,7 +405,9 @@ def _speedup(metric: str, jax_v, torch_v):
 
 def markdown(machine: dict, records: list[dict]) -> str:
   """Tables per size: metric | jax | torch | jax advantage (×, > 1 = JAX better)."""
-  lines = [f"Machine: {machine.get('cpu')} ({machine.get('cpus')} CPUs), JAX backend "
+  backbone = machine.get("config", {}).get("backbone", "vgg19")
+  lines = [f"Backbone: {backbone}. "
+           f"Machine: {machine.get('cpu')} ({machine.get('cpus')} CPUs), JAX backend "
            f"{machine.get('jax_backend')}, GPU: {machine.get('gpu') or 'none'}; jax "
            f"{machine.get('jax')}, torch {machine.get('torch', 'n/a')} "
            f"({machine.get('torch_threads', 'n/a')} threads); load average before "

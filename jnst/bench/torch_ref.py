@@ -232,14 +232,18 @@ def to_nhwc(x) -> np.ndarray:
 def stylize_problem(params, content, styles: Sequence, cfg: StylizeConfig,
                     device="cpu") -> tuple[TorchGatys, object]:
   """(loss, network-space content image (1, 3, H, W)) for the same experiment as
-  ``StylizeConfig.build``: targets are computed here, in PyTorch."""
+  ``StylizeConfig.build`` — its backbone (``cfg.backbone``), layers, weights and the
+  backbone's ``term_scales``: targets are computed here, in PyTorch."""
   t = torch()
+  bb = cfg.get_backbone()
   if cfg.backbone in resnet.VARIANTS:
-    bb = cfg.get_backbone()
     net = TorchResNet(params, bb.stride_in_1x1, device)
   else:
+    if vgg.arch_of(params) != bb.arch:
+      raise JnstError(f"these params hold {vgg.arch_of(params).name} convs, not {bb.name}'s: "
+                      f"pass {vgg.arch_of(params).name} params or --backbone="
+                      f"{vgg.arch_of(params).name}")
     net = TorchVGG(params, device)
-    bb = vgg.VGG(net.arch)
   c_layers = bb.expand_layers(cfg.content_layers or bb.default_content_layers)
   s_layers = bb.expand_layers(cfg.style_layers or bb.default_style_layers)
   with t.no_grad():
