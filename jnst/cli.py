@@ -412,7 +412,8 @@ def load_inputs(spec: InputSpec, experiment: str) -> tuple[experiments.Inputs, d
 def estimate(spec: InputSpec, cfg: experiments.Config, experiment: str, *, batch: int = 1,
              members: int = 1, warn: bool = True) -> memory.Estimate:
   """What one run of ``experiment`` on ``spec``'s files needs (``jnst.memory``), from the
-  files' headers (nothing decoded); ``members``: images a study keeps on the host; ``warn``
+  files' headers (nothing decoded), at the output size (a pyramid's last scale, with that
+  scale's L-BFGS history); ``members``: images a study keeps on the host; ``warn``
   about inputs enlarged a lot."""
   _side(spec.size, "--size")
   shapes = []
@@ -424,8 +425,10 @@ def estimate(spec: InputSpec, cfg: experiments.Config, experiment: str, *, batch
   if spec.init is not None and Path(spec.init).is_file():
     shapes.append(_planned(spec.init, spec.size, warn))
   out = shapes[0]
+  sched = schedule(spec.size)  # The output scale decides (a pyramid's largest); checks flags.
+  lbfgs = sched.lbfgs_memory[-1] if sched.lbfgs_memory else cfg.opt.lbfgs_memory
   return memory.estimate(cfg.get_backbone(), out, inputs=shapes, batch=batch,
-                         optimizer=cfg.opt.optimizer, lbfgs_memory=cfg.opt.lbfgs_memory,
+                         optimizer=cfg.opt.optimizer, lbfgs_memory=lbfgs,
                          extra={"results": 3 * members * 4 * math.prod(out)} if members > 1
                          else None)
 
