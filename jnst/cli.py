@@ -520,6 +520,7 @@ def write_study(out_dir: Path, res, files: dict) -> None:
         tmp.write_text(records.dumps(value))
       else:
         PIL.Image.fromarray(images.to_uint8(value)).save(tmp, format="PNG")
+  snapshots.clear_study(snapshots.study_dir(out_dir))  # Done: nothing left to resume.
   print(f"wrote {len(named) - len(files)} images, {', '.join(files)} to {out_dir}", flush=True)
   if bad:
     raise Diverged(f"{len(bad)} of {len(res.members)} runs diverged (non-finite loss or "
@@ -589,10 +590,41 @@ def solve(cfg: experiments.Config, params, inputs: experiments.Inputs, out: Path
                                               "snapshot": str(snapshots.path_for(out))}}
 
 
-def run_study(variants, inputs, params, sweep, seeds, per_batch, experiment: str):
-  """``study.run`` with a ``Printer`` and the flags' pyramid (``study_pyramids``)."""
+STUDY_FLAGS = ("experiment", "num_seeds", "first_seed", "seeds_per_batch", "sweep")
+
+
+def study_settings() -> dict:
+  """The flags a resumed seed study must agree with: ``_settings()``, --steps and the
+  study's own flags (``STUDY_FLAGS``)."""
+  return {**_settings(), "steps": FLAGS.steps,
+          **{k: FLAGS[k].value for k in STUDY_FLAGS if k in FLAGS}}
+
+
+def run_study(variants, inputs, params, sweep, seeds, per_batch, experiment: str,
+              out_dir: Path | None = None):
+  """``study.run`` with a ``Printer`` and the flags' pyramid (``study_pyramids``). With
+  ``out_dir``, every finished variant is checkpointed to ``<out_dir>/.resume/`` (process 0;
+  ``snapshots.save_variant``) and --resume reuses the variants an interrupted run with the
+  same flags (``study_settings``) finished; ``write_study`` removes the state."""
+  if out_dir is None:
+    return study.run(variants, inputs, params, sweep, seeds, per_batch, Printer(),
+                     study_pyramids(variants, experiment))
+  settings, state = study_settings(), snapshots.study_dir(out_dir)
+  done = {}
+  if FLAGS.resume:
+    done = snapshots.load_study(state, settings)
+    print(f"resuming: {len(done)} of {len(variants)} variant(s) done ({state})", flush=True)
+  elif jax.process_index() == 0:
+    snapshots.start_study(state, settings)
+
+  def on_variant(i, res, pyr):
+    if jax.process_index() == 0:
+      snapshots.save_variant(state, settings, i, res, pyr)
+      if state / "state.json" not in _WRITTEN:
+        _WRITTEN.append(state / "state.json")
+
   return study.run(variants, inputs, params, sweep, seeds, per_batch, Printer(),
-                   study_pyramids(variants, experiment))
+                   study_pyramids(variants, experiment), done=done, on_variant=on_variant)
 
 
 def study_pyramids(variants, experiment: str) -> list:

@@ -1,5 +1,5 @@
 """Resumable snapshots of a run: what ``--save_every`` writes beside the intermediate images
-and ``--resume`` reads back.
+and ``--resume`` reads back; and a seed study's per-variant resume state (at the end).
 
 A snapshot (``<output stem>.resume.npz``, NumPy's npz, read without pickle) holds:
 
@@ -75,3 +75,127 @@ def load(path: str | os.PathLike, settings: dict | None = None) -> Snapshot:
       raise JnstError(f"snapshot {path} was made with other settings (--{', --'.join(diff)}): "
                       f"resume with the same flags, or leave out --resume")
   return snap
+
+
+# ------------------------------------------------------------------ seed studies
+#
+# A study (scripts/seed_study.py) is checkpointed per variant (one value of a sequential
+# --sweep; a study without one is a single variant): ``<output_dir>/.resume/`` holds
+#
+#   state.json           {"run_id", "settings"}: the flags the study must be resumed with
+#   variant_NNN.npz      that variant's arrays: x (N, H, W, 3) final images in input space,
+#                        evaluations, steps (N,), term_<name> (N,) final weighted terms,
+#                        metrics_loss / metrics_evals / metrics_term_<name> (steps, N)
+#   variant_NNN.json     the rest of its ``batched.BatchResult`` (seeds, values, histories,
+#                        statuses, seconds, batching) and its pyramid description
+#
+# both variant files written together (``records.atomic_paths``) after the variant ends.
+# Not kept: Adam's final optimiser state (``BatchResult.opt_state``, unused by a study).
+
+STUDY_DIR = ".resume"
+
+
+def study_dir(out_dir: str | os.PathLike) -> Path:
+  """Where a study writing to ``out_dir`` keeps its resume state."""
+  return Path(out_dir) / STUDY_DIR
+
+
+def run_id(settings: dict) -> str:
+  """A short hash of ``settings`` (JSON, keys sorted)."""
+  import hashlib
+  text = json.dumps(settings, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _plain(settings: dict) -> dict:
+  return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def start_study(directory: str | os.PathLike, settings: dict) -> Path:
+  """A fresh resume state for a study with ``settings``: earlier variant files go."""
+  directory = Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  for f in directory.glob("variant_*"):
+    f.unlink()
+  with atomic_path(directory / "state.json") as tmp:
+    tmp.write_text(json.dumps({"run_id": run_id(settings), "settings": _plain(settings)},
+                              sort_keys=True))
+  return directory
+
+
+def save_variant(directory: str | os.PathLike, settings: dict, index: int, res,
+                 pyramid=None) -> None:
+  """Checkpoints variant ``index``'s ``batched.BatchResult`` (and pyramid description)."""
+  from jnst.records import atomic_paths
+  directory = Path(directory)
+  arrays = {"x": np.asarray(res.x, np.float32), "evaluations": np.asarray(res.evaluations),
+            "steps": np.asarray(res.steps),
+            "metrics_loss": np.asarray(res.metrics["loss"], np.float64),
+            "metrics_evals": np.asarray(res.metrics["evals"], np.float64)}
+  arrays.update({f"term_{k}": np.asarray(v) for k, v in res.terms.items()})
+  arrays.update({f"metrics_term_{k}": np.asarray(v, np.float64)
+                 for k, v in res.metrics["terms"].items()})
+  meta = {"run_id": run_id(settings), "index": index, "seeds": list(res.seeds),
+          "values": res.values, "loss_history": [list(map(float, h)) for h in res.loss_history],
+          "eval_history": [list(map(int, h)) for h in res.eval_history],
+          "status": list(res.status), "terms": list(res.terms),
+          "metric_terms": list(res.metrics["terms"]), "seconds": res.seconds,
+          "batch_size": res.batch_size, "num_batches": res.num_batches,
+          "batch_choice": res.batch_choice, "devices": res.devices, "sharding": res.sharding,
+          "pyramid": pyramid}
+  stem = directory / f"variant_{index:03d}"
+  with atomic_paths(stem.with_suffix(".npz"), stem.with_suffix(".json")) as (t_npz, t_json):
+    with open(t_npz, "wb") as f:
+      np.savez(f, **arrays)
+    t_json.write_text(json.dumps(meta, default=float))
+
+
+def load_study(directory: str | os.PathLike, settings: dict) -> dict:
+  """The variants an interrupted study with ``settings`` finished: {index: (BatchResult,
+  pyramid description)}. JnstError if there is no state, or it was made with other flags
+  (naming them)."""
+  import jnst.batched as batched
+  directory = Path(directory)
+  state_file = directory / "state.json"
+  if not state_file.is_file():
+    raise JnstError(f"nothing to resume in {directory.parent} (no {STUDY_DIR}/state.json): run "
+                    f"the study without --resume")
+  try:
+    state = json.loads(state_file.read_text())
+    theirs = state["settings"]
+  except (OSError, ValueError, KeyError) as e:
+    raise JnstError(f"resume state {state_file} is unreadable ({e}): delete {directory} and "
+                    f"run without --resume") from None
+  mine = _plain(settings)
+  diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+  if diff:
+    raise JnstError(f"the study in {directory.parent} was started with other settings "
+                    f"(--{', --'.join(diff)}): resume with the same flags, or leave out --resume")
+  done = {}
+  for meta_file in sorted(directory.glob("variant_*.json")):
+    try:
+      meta = json.loads(meta_file.read_text())
+      if meta["run_id"] != state["run_id"]:
+        continue
+      with np.load(meta_file.with_suffix(".npz"), allow_pickle=False) as z:
+        res = batched.BatchResult(
+            seeds=meta["seeds"], values=meta["values"], x=np.asarray(z["x"], np.float32),
+            loss_history=meta["loss_history"], eval_history=meta["eval_history"],
+            evaluations=z["evaluations"], steps=z["steps"], status=meta["status"],
+            terms={k: z[f"term_{k}"] for k in meta["terms"]},
+            metrics={"loss": z["metrics_loss"], "evals": z["metrics_evals"],
+                     "terms": {k: z[f"metrics_term_{k}"] for k in meta["metric_terms"]}},
+            seconds=meta["seconds"], batch_size=meta["batch_size"],
+            num_batches=meta["num_batches"], batch_choice=meta["batch_choice"],
+            devices=meta["devices"], sharding=meta["sharding"])
+    except (OSError, ValueError, KeyError) as e:
+      raise JnstError(f"resume state {meta_file} is unreadable ({e}): delete {directory} and "
+                      f"run without --resume") from None
+    done[int(meta["index"])] = (res, meta["pyramid"])
+  return done
+
+
+def clear_study(directory: str | os.PathLike) -> None:
+  """Removes a study's resume state (after its outputs are written)."""
+  import shutil
+  shutil.rmtree(directory, ignore_errors=True)

@@ -186,13 +186,20 @@ class StudyResult:
 
 def run(variants_: Sequence[Variant], inputs: Sequence[experiments.Inputs], params,
         sweep: Sweep | None, seeds: Sequence[int], members_per_batch="auto",
-        progress: optimize.Progress | None = None, pyramids=None) -> StudyResult:
+        progress: optimize.Progress | None = None, pyramids=None, done=None,
+        on_variant: Callable | None = None) -> StudyResult:
   """Runs every member of every variant (``inputs[i]``: variant i's loaded images; ``params``:
   the network params, or a list of them, one per variant, e.g. for a backbone sweep).
 
   pyramids: per variant None (one scale) or (``pyramid.Schedule``, ``inputs_at(side)``):
   every member runs coarse-to-fine (``pyramid.run_members``); its BatchResult is the output
-  scale's, with the seconds of all scales."""
+  scale's, with the seconds of all scales.
+
+  Resuming (the caller keeps the files, e.g. ``jnst.snapshots``): ``done`` maps a variant's
+  index to (its ``batched.BatchResult``, its pyramid description or None) from an earlier,
+  interrupted run of the same study; those variants are not run again (their problems are
+  rebuilt, which is cheap). ``on_variant(i, result, pyramid_description)`` is called after
+  each variant this call computes, before the next one starts."""
   seeds = batched.check_seeds(seeds)
   per_variant = params if isinstance(params, (list, tuple)) else [params] * len(variants_)
   members, images, results, problems, pyrs = [], [], [], [], []
@@ -205,7 +212,13 @@ def run(variants_: Sequence[Variant], inputs: Sequence[experiments.Inputs], para
       top = max(float(x) for x in sweep.values) or 1.0  # (matting); the sweep sets it.
       cfg = dataclasses.replace(cfg, **{sweep.flag: top})
     pyr = pyramids[i] if pyramids else None
-    if pyr is not None and len(pyr[0].sides) > 1:
+    if done and i in done:
+      res, desc = done[i]
+      problem = cfg.build(per_variant[i], inp)
+      values = ([x for x in sweep.values for _ in seeds] if sweep is not None and sweep.batched
+                else [var.value] * len(seeds))
+      pyrs.append(desc)
+    elif pyr is not None and len(pyr[0].sides) > 1:
       kw = {}
       if sweep is not None and sweep.batched:
         kw = dict(term=BATCHED[sweep.flag], values=[float(x) for x in sweep.values])
@@ -225,8 +238,11 @@ def run(variants_: Sequence[Variant], inputs: Sequence[experiments.Inputs], para
       res = batched.run_seeds(problem, seeds, var.cfg.opt, members_per_batch=members_per_batch,
                               progress=prog)
       values = [var.value] * len(seeds)
-    if pyr is None or len(pyr[0].sides) == 1:
-      pyrs.append(None)
+    if not (done and i in done):
+      if pyr is None or len(pyr[0].sides) == 1:
+        pyrs.append(None)
+      if on_variant is not None:
+        on_variant(i, res, pyrs[-1])
     results.append(res)
     problems.append(problem)
     images += list(problem.rgb(res.x))

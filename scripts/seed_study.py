@@ -10,6 +10,8 @@ defaults to ``noise`` here); seed k's image equals a single run with ``--seed=k`
 value after another (jnst/study.py). Writes seed_XXXX.png (or FLAG_VALUE[_seed_XXXX].png),
 grid.png, losses.png and summary.json to --output_dir. Multi-host: --distributed (or
 JNST_DISTRIBUTED=1) with the coordinator flags or JAX's auto-detection; process 0 writes.
+Each finished sweep variant is kept in --output_dir/.resume/; after an interruption,
+--resume with the same flags runs only the unfinished variants (README).
 """
 
 import os
@@ -45,8 +47,7 @@ _DIVERSITY_LAYERS = flags.DEFINE_list("diversity_layers", None, "Layers of the f
 FLAGS = flags.FLAGS
 NOT_HERE = {"output": "--output_dir", "seed": "--first_seed and --num_seeds",
             "all_blocks": "--sweep=layer:relu1_1,relu2_1,relu3_1,relu4_1,relu5_1",
-            "save_every": "nothing (intermediate images are not written here)",
-            "resume": "nothing (a study is not resumable: run it again)"}
+            "save_every": "nothing (finished variants are kept for --resume anyway)"}
 
 
 def main(argv):
@@ -74,7 +75,8 @@ def main(argv):
       f" x {sweep.flag} in {','.join(sweep.values)} "
       f"({'vmapped' if sweep.batched else 'one after another'})" if sweep else "")
   print(f"seed study: {experiment}, {what} on {jax.device_count()} device(s)", flush=True)
-  res = cli.run_study(variants, [i for i, _ in loaded], params, sweep, seeds, per_batch, experiment)
+  res = cli.run_study(variants, [i for i, _ in loaded], params, sweep, seeds, per_batch,
+                      experiment, out_dir)
   summary = study.summary(experiment, sweep, res, [i for i, _ in loaded], params,
                           len(seeds), _DIVERSITY_LAYERS.value)
   first, paths = loaded[0]
