@@ -194,7 +194,8 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
 
 def run_seeds(problem: Problem, seeds: Sequence[int], opt: optimize.OptConfig, *,
               members_per_batch: int | str | None = "auto", devices: Sequence | None = None,
-              progress: optimize.Progress | None = None, x0=None, adjust=None) -> BatchResult:
+              progress: optimize.Progress | None = None, x0=None, adjust=None,
+              done_batches=None, on_batch=None) -> BatchResult:
   """Solves ``problem`` from each seed's initial image, vmapped and sharded.
 
   members_per_batch: "auto" (``auto_batch_size``), a number (memory bound), or None/0 (all
@@ -203,17 +204,23 @@ def run_seeds(problem: Problem, seeds: Sequence[int], opt: optimize.OptConfig, *
   instead of the seeds' (a pyramid's upsampled previous scale). adjust(state, lo, hi): the
   initial state of the batch of members lo..hi-1 (padded to the batch size), changed before
   the first step (``optimize.drive``).
+  done_batches: {batch index: part} finished earlier (a resumed study; a part is what
+  ``on_batch(index, part)`` was given after that batch: a dict of its members' "x",
+  "loss_history", "eval_history", "evaluations", "steps", "status", "terms", "metrics", "opt"
+  and "span" (first, end member)); a part whose span differs from this layout's is run again.
   """
   return _run_members(problem, opt, check_seeds(seeds), None, None, members_per_batch,
-                      devices, progress, x0, adjust)
+                      devices, progress, x0, adjust, done_batches, on_batch)
 
 
 def run_sweep(problem: Problem, term: str, values: Sequence[float], opt: optimize.OptConfig,
               seeds: Sequence[int] = (0,), *, members_per_batch: int | str | None = "auto",
               devices: Sequence | None = None,
-              progress: optimize.Progress | None = None, x0=None, adjust=None) -> BatchResult:
+              progress: optimize.Progress | None = None, x0=None, adjust=None,
+              done_batches=None, on_batch=None) -> BatchResult:
   """``run_seeds`` over the grid values × seeds (value-major), batched over the loss weight
-  of ``term`` (e.g. "style" for β); x0, adjust: as in ``run_seeds``, in grid order."""
+  of ``term`` (e.g. "style" for β); x0, adjust, done_batches, on_batch: as in ``run_seeds``,
+  in grid order."""
   if term not in problem.data["loss_weights"]:
     raise JnstError(f"cannot sweep the weight of {term!r}: this problem's terms are "
                     f"{', '.join(problem.data['loss_weights'])}")
@@ -222,11 +229,11 @@ def run_sweep(problem: Problem, term: str, values: Sequence[float], opt: optimiz
     raise JnstError(f"{term} weight sweep values must be finite numbers >= 0, got {values}")
   grid = list(itertools.product(values, check_seeds(seeds)))
   return _run_members(problem, opt, [s for _, s in grid], [v for v, _ in grid], term,
-                      members_per_batch, devices, progress, x0, adjust)
+                      members_per_batch, devices, progress, x0, adjust, done_batches, on_batch)
 
 
 def _run_members(problem, opt, seeds, values, term, members_per_batch, devices, progress,
-                 x0_given=None, adjust=None):
+                 x0_given=None, adjust=None, done_batches=None, on_batch=None):
   opt = opt.validate()
   m = mesh(devices)
   choice = f"{members_per_batch or 'all'} (given)"
@@ -250,6 +257,9 @@ def _run_members(problem, opt, seeds, values, term, members_per_batch, devices, 
   for b in range(num_batches):
     lo, hi = b * size, min((b + 1) * size, len(seeds))
     n_real = hi - lo
+    if done_batches and list(done_batches.get(b, {}).get("span", ())) == [lo, hi]:
+      parts.append(done_batches[b])  # Finished by an earlier, interrupted run.
+      continue
     x0 = _put(_pad(x0_all[lo:hi], size), member)
     batch_data = data
     if values is not None:
@@ -282,7 +292,9 @@ def _run_members(problem, opt, seeds, values, term, members_per_batch, devices, 
         "metrics": jax.tree.map(lambda a: a[:, :n_real], {
             k: out.metrics[k] for k in ("loss", "evals", "terms")}),
         "opt": (jax.tree.map(lambda a: a[:n_real], gather(out.state.opt))
-                if opt.optimizer == "adam" else None)})
+                if opt.optimizer == "adam" else None), "span": (lo, hi)})
+    if on_batch is not None:
+      on_batch(b, parts[-1])
   total = time.perf_counter() - t0
   cat = lambda key: [v for p in parts for v in p[key]]
   steps = max(len(p["metrics"]["loss"]) for p in parts)
@@ -300,5 +312,5 @@ def _run_members(problem, opt, seeds, values, term, members_per_batch, devices, 
       seconds={"compile": compile_s, "run": total - compile_s, "total": total},
       batch_size=size, num_batches=num_batches, batch_choice=choice,
       devices=[str(d) for d in m.devices.flat], sharding=sharding,
-      opt_state=None if parts[0]["opt"] is None else jax.tree.map(
+      opt_state=None if any(p["opt"] is None for p in parts) else jax.tree.map(
           lambda *a: np.concatenate(a), *[p["opt"] for p in parts]))

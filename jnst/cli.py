@@ -603,28 +603,33 @@ def study_settings() -> dict:
 def run_study(variants, inputs, params, sweep, seeds, per_batch, experiment: str,
               out_dir: Path | None = None):
   """``study.run`` with a ``Printer`` and the flags' pyramid (``study_pyramids``). With
-  ``out_dir``, every finished variant is checkpointed to ``<out_dir>/.resume/`` (process 0;
-  ``snapshots.save_variant``) and --resume reuses the variants an interrupted run with the
-  same flags (``study_settings``) finished; ``write_study`` removes the state."""
+  ``out_dir``, every finished member batch and variant is checkpointed to
+  ``<out_dir>/.resume/`` (process 0; ``snapshots.save_batch``/``save_variant``) and --resume
+  reuses what an interrupted run with the same flags (``study_settings``) finished;
+  ``write_study`` removes the state."""
   if out_dir is None:
     return study.run(variants, inputs, params, sweep, seeds, per_batch, Printer(),
                      study_pyramids(variants, experiment))
   settings, state = study_settings(), snapshots.study_dir(out_dir)
-  done = {}
+  done, batches = {}, {}
   if FLAGS.resume:
-    done = snapshots.load_study(state, settings)
-    print(f"resuming: {len(done)} of {len(variants)} variant(s) done ({state})", flush=True)
+    done, batches = snapshots.load_study(state, settings)
+    parts = sum(len(b) for b in batches.values())
+    print(f"resuming: {len(done)} of {len(variants)} variant(s) done"
+          + (f", {parts} batch(es) of the next" if parts else "") + f" ({state})", flush=True)
   elif jax.process_index() == 0:
     snapshots.start_study(state, settings)
 
-  def on_variant(i, res, pyr):
+  def saved(save, *args):
     if jax.process_index() == 0:
-      snapshots.save_variant(state, settings, i, res, pyr)
+      save(state, settings, *args)
       if state / "state.json" not in _WRITTEN:
         _WRITTEN.append(state / "state.json")
 
   return study.run(variants, inputs, params, sweep, seeds, per_batch, Printer(),
-                   study_pyramids(variants, experiment), done=done, on_variant=on_variant)
+                   study_pyramids(variants, experiment), done=done, batches=batches,
+                   on_variant=lambda *a: saved(snapshots.save_variant, *a),
+                   on_batch=lambda *a: saved(snapshots.save_batch, *a))
 
 
 def study_pyramids(variants, experiment: str) -> list:

@@ -79,20 +79,27 @@ def load(path: str | os.PathLike, settings: dict | None = None) -> Snapshot:
 
 # ------------------------------------------------------------------ seed studies
 #
-# A study (scripts/seed_study.py) is checkpointed per variant (one value of a sequential
-# --sweep; a study without one is a single variant): ``<output_dir>/.resume/`` holds
+# A study (scripts/seed_study.py) is checkpointed per batch of members and per variant (one
+# value of a sequential --sweep; a study without one is a single variant).
+# ``<output_dir>/.resume/`` holds
 #
-#   state.json           {"run_id", "settings"}: the flags the study must be resumed with
-#   variant_NNN.npz      that variant's arrays: x (N, H, W, 3) final images in input space,
-#                        evaluations, steps (N,), term_<name> (N,) final weighted terms,
-#                        metrics_loss / metrics_evals / metrics_term_<name> (steps, N)
-#   variant_NNN.json     the rest of its ``batched.BatchResult`` (seeds, values, histories,
-#                        statuses, seconds, batching) and its pyramid description
+#   state.json            {"run_id", "settings"}: the flags the study must be resumed with
+#   variant_VVV.npz/json  a finished variant's ``batched.BatchResult`` and pyramid description
+#   batch_VVV_BBB.npz/json  a finished batch of an unfinished one-scale variant (the part
+#                         ``batched.run_seeds``' ``on_batch`` gets; removed when the variant
+#                         is saved)
 #
-# both variant files written together (``records.atomic_paths``) after the variant ends.
-# Not kept: Adam's final optimiser state (``BatchResult.opt_state``, unused by a study).
+# npz: x (N, H, W, 3) final images in input space, evaluations, steps (N,), term_<name> (N,)
+# final weighted terms, metrics_loss / metrics_evals / metrics_term_<name> (steps, N); JSON:
+# the run id, histories, statuses, and (variants) seeds, values, seconds, batching, (batches)
+# the member span. Each pair is written together (``records.atomic_paths``). Not kept: Adam's
+# final optimiser state (``BatchResult.opt_state``, unused by a study).
 
 STUDY_DIR = ".resume"
+_MEMBER_KEYS = ("x", "evaluations", "steps", "terms", "metrics", "loss_history",
+                "eval_history", "status")
+_RESULT_KEYS = ("seeds", "values", "seconds", "batch_size", "num_batches", "batch_choice",
+                "devices", "sharding")
 
 
 def study_dir(out_dir: str | os.PathLike) -> Path:
@@ -115,7 +122,7 @@ def start_study(directory: str | os.PathLike, settings: dict) -> Path:
   """A fresh resume state for a study with ``settings``: earlier variant files go."""
   directory = Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  for f in directory.glob("variant_*"):
+  for f in list(directory.glob("variant_*")) + list(directory.glob("batch_*")):
     f.unlink()
   with atomic_path(directory / "state.json") as tmp:
     tmp.write_text(json.dumps({"run_id": run_id(settings), "settings": _plain(settings)},
@@ -123,37 +130,62 @@ def start_study(directory: str | os.PathLike, settings: dict) -> Path:
   return directory
 
 
-def save_variant(directory: str | os.PathLike, settings: dict, index: int, res,
-                 pyramid=None) -> None:
-  """Checkpoints variant ``index``'s ``batched.BatchResult`` (and pyramid description)."""
+def _save(stem: Path, d: dict, meta: dict) -> None:
+  """Members' data ``d`` (``_MEMBER_KEYS``) and ``meta`` as ``stem``.npz + ``stem``.json."""
   from jnst.records import atomic_paths
-  directory = Path(directory)
-  arrays = {"x": np.asarray(res.x, np.float32), "evaluations": np.asarray(res.evaluations),
-            "steps": np.asarray(res.steps),
-            "metrics_loss": np.asarray(res.metrics["loss"], np.float64),
-            "metrics_evals": np.asarray(res.metrics["evals"], np.float64)}
-  arrays.update({f"term_{k}": np.asarray(v) for k, v in res.terms.items()})
+  arrays = {"x": np.asarray(d["x"], np.float32), "evaluations": np.asarray(d["evaluations"]),
+            "steps": np.asarray(d["steps"]),
+            "metrics_loss": np.asarray(d["metrics"]["loss"], np.float64),
+            "metrics_evals": np.asarray(d["metrics"]["evals"], np.float64)}
+  arrays.update({f"term_{k}": np.asarray(v) for k, v in d["terms"].items()})
   arrays.update({f"metrics_term_{k}": np.asarray(v, np.float64)
-                 for k, v in res.metrics["terms"].items()})
-  meta = {"run_id": run_id(settings), "index": index, "seeds": list(res.seeds),
-          "values": res.values, "loss_history": [list(map(float, h)) for h in res.loss_history],
-          "eval_history": [list(map(int, h)) for h in res.eval_history],
-          "status": list(res.status), "terms": list(res.terms),
-          "metric_terms": list(res.metrics["terms"]), "seconds": res.seconds,
-          "batch_size": res.batch_size, "num_batches": res.num_batches,
-          "batch_choice": res.batch_choice, "devices": res.devices, "sharding": res.sharding,
-          "pyramid": pyramid}
-  stem = directory / f"variant_{index:03d}"
+                 for k, v in d["metrics"]["terms"].items()})
+  meta = {**meta, "loss_history": [list(map(float, h)) for h in d["loss_history"]],
+          "eval_history": [list(map(int, h)) for h in d["eval_history"]],
+          "status": list(d["status"]), "terms": list(d["terms"]),
+          "metric_terms": list(d["metrics"]["terms"])}
   with atomic_paths(stem.with_suffix(".npz"), stem.with_suffix(".json")) as (t_npz, t_json):
     with open(t_npz, "wb") as f:
       np.savez(f, **arrays)
     t_json.write_text(json.dumps(meta, default=float))
 
 
-def load_study(directory: str | os.PathLike, settings: dict) -> dict:
-  """The variants an interrupted study with ``settings`` finished: {index: (BatchResult,
-  pyramid description)}. JnstError if there is no state, or it was made with other flags
-  (naming them)."""
+def _load(meta_file: Path) -> tuple[dict, dict]:
+  """(members' data as ``_save`` was given it, the JSON) of one checkpoint."""
+  meta = json.loads(meta_file.read_text())
+  with np.load(meta_file.with_suffix(".npz"), allow_pickle=False) as z:
+    d = {"x": np.asarray(z["x"], np.float32), "evaluations": z["evaluations"],
+         "steps": z["steps"], "terms": {k: z[f"term_{k}"] for k in meta["terms"]},
+         "metrics": {"loss": z["metrics_loss"], "evals": z["metrics_evals"],
+                     "terms": {k: z[f"metrics_term_{k}"] for k in meta["metric_terms"]}}}
+  d.update({k: meta[k] for k in ("loss_history", "eval_history", "status")})
+  return d, meta
+
+
+def save_batch(directory: str | os.PathLike, settings: dict, variant: int, batch: int,
+               part: dict) -> None:
+  """Checkpoints batch ``batch`` of variant ``variant`` (``batched.run_seeds``' part)."""
+  _save(Path(directory) / f"batch_{variant:03d}_{batch:03d}", part,
+        {"run_id": run_id(settings), "variant": variant, "batch": batch,
+         "span": [int(i) for i in part["span"]]})
+
+
+def save_variant(directory: str | os.PathLike, settings: dict, index: int, res,
+                 pyramid=None) -> None:
+  """Checkpoints variant ``index``'s ``batched.BatchResult`` (and pyramid description);
+  its batch checkpoints go."""
+  directory = Path(directory)
+  _save(directory / f"variant_{index:03d}", {k: getattr(res, k) for k in _MEMBER_KEYS},
+        {"run_id": run_id(settings), "index": index, "pyramid": pyramid,
+         **{k: getattr(res, k) for k in _RESULT_KEYS}})
+  for f in directory.glob(f"batch_{index:03d}_*"):
+    f.unlink()
+
+
+def load_study(directory: str | os.PathLike, settings: dict) -> tuple[dict, dict]:
+  """What an interrupted study with ``settings`` finished: ({variant: (BatchResult, pyramid
+  description)}, {variant: {batch: part}}). JnstError if there is no state, or it was made
+  with other flags (naming them)."""
   import jnst.batched as batched
   directory = Path(directory)
   state_file = directory / "state.json"
@@ -171,28 +203,24 @@ def load_study(directory: str | os.PathLike, settings: dict) -> dict:
   if diff:
     raise JnstError(f"the study in {directory.parent} was started with other settings "
                     f"(--{', --'.join(diff)}): resume with the same flags, or leave out --resume")
-  done = {}
-  for meta_file in sorted(directory.glob("variant_*.json")):
+  done, batches = {}, {}
+  for meta_file in sorted(directory.glob("*.json")):
+    if not meta_file.name.startswith(("variant_", "batch_")):
+      continue
     try:
-      meta = json.loads(meta_file.read_text())
+      d, meta = _load(meta_file)
       if meta["run_id"] != state["run_id"]:
         continue
-      with np.load(meta_file.with_suffix(".npz"), allow_pickle=False) as z:
-        res = batched.BatchResult(
-            seeds=meta["seeds"], values=meta["values"], x=np.asarray(z["x"], np.float32),
-            loss_history=meta["loss_history"], eval_history=meta["eval_history"],
-            evaluations=z["evaluations"], steps=z["steps"], status=meta["status"],
-            terms={k: z[f"term_{k}"] for k in meta["terms"]},
-            metrics={"loss": z["metrics_loss"], "evals": z["metrics_evals"],
-                     "terms": {k: z[f"metrics_term_{k}"] for k in meta["metric_terms"]}},
-            seconds=meta["seconds"], batch_size=meta["batch_size"],
-            num_batches=meta["num_batches"], batch_choice=meta["batch_choice"],
-            devices=meta["devices"], sharding=meta["sharding"])
-    except (OSError, ValueError, KeyError) as e:
+      if "span" in meta:
+        batches.setdefault(int(meta["variant"]), {})[int(meta["batch"])] = {
+            **d, "opt": None, "span": tuple(meta["span"])}
+      else:
+        res = batched.BatchResult(**d, **{k: meta[k] for k in _RESULT_KEYS})
+        done[int(meta["index"])] = (res, meta["pyramid"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
       raise JnstError(f"resume state {meta_file} is unreadable ({e}): delete {directory} and "
                       f"run without --resume") from None
-    done[int(meta["index"])] = (res, meta["pyramid"])
-  return done
+  return done, batches
 
 
 def clear_study(directory: str | os.PathLike) -> None:

@@ -187,7 +187,8 @@ class StudyResult:
 def run(variants_: Sequence[Variant], inputs: Sequence[experiments.Inputs], params,
         sweep: Sweep | None, seeds: Sequence[int], members_per_batch="auto",
         progress: optimize.Progress | None = None, pyramids=None, done=None,
-        on_variant: Callable | None = None) -> StudyResult:
+        on_variant: Callable | None = None, batches=None,
+        on_batch: Callable | None = None) -> StudyResult:
   """Runs every member of every variant (``inputs[i]``: variant i's loaded images; ``params``:
   the network params, or a list of them, one per variant, e.g. for a backbone sweep).
 
@@ -199,7 +200,11 @@ def run(variants_: Sequence[Variant], inputs: Sequence[experiments.Inputs], para
   index to (its ``batched.BatchResult``, its pyramid description or None) from an earlier,
   interrupted run of the same study; those variants are not run again (their problems are
   rebuilt, which is cheap). ``on_variant(i, result, pyramid_description)`` is called after
-  each variant this call computes, before the next one starts."""
+  each variant this call computes, before the next one starts. Within a one-scale variant,
+  finer: ``batches`` maps a variant's index to its member batches finished earlier ({batch
+  index: part}, ``batched.run_seeds``' ``done_batches``), and ``on_batch(i, b, part)`` is
+  called after each batch b of variant i this call computes (a coarse-to-fine variant
+  resumes as a whole)."""
   seeds = batched.check_seeds(seeds)
   per_variant = params if isinstance(params, (list, tuple)) else [params] * len(variants_)
   members, images, results, problems, pyrs = [], [], [], [], []
@@ -212,6 +217,8 @@ def run(variants_: Sequence[Variant], inputs: Sequence[experiments.Inputs], para
       top = max(float(x) for x in sweep.values) or 1.0  # (matting); the sweep sets it.
       cfg = dataclasses.replace(cfg, **{sweep.flag: top})
     pyr = pyramids[i] if pyramids else None
+    hooks = dict(done_batches=(batches or {}).get(i), on_batch=None if on_batch is None else (
+        lambda b, part, i=i: on_batch(i, b, part)))
     if done and i in done:
       res, desc = done[i]
       problem = cfg.build(per_variant[i], inp)
@@ -231,12 +238,12 @@ def run(variants_: Sequence[Variant], inputs: Sequence[experiments.Inputs], para
       problem = cfg.build(per_variant[i], inp)
       res = batched.run_sweep(problem, BATCHED[sweep.flag], [float(x) for x in sweep.values],
                               var.cfg.opt, seeds, members_per_batch=members_per_batch,
-                              progress=prog)
+                              progress=prog, **hooks)
       values = [x for x in sweep.values for _ in seeds]
     else:
       problem = var.cfg.build(per_variant[i], inp)
       res = batched.run_seeds(problem, seeds, var.cfg.opt, members_per_batch=members_per_batch,
-                              progress=prog)
+                              progress=prog, **hooks)
       values = [var.value] * len(seeds)
     if not (done and i in done):
       if pyr is None or len(pyr[0].sides) == 1:

@@ -1,6 +1,7 @@
 """Resuming an interrupted seed study (scripts/seed_study.py --resume; jnst.snapshots' study
-state, jnst.study.run's ``done``/``on_variant``): a study stopped by Ctrl-C after its first
-sweep variant and resumed gives the same members and summary as one run straight through;
+state, jnst.study.run's and jnst.batched.run_seeds' hooks): a study stopped by Ctrl-C in the
+second batch of its second sweep variant and resumed (the first variant and the finished
+batch reused) gives the same members and summary as one run straight through;
 other flags or no state are refused with one line (exit 2). Random weights, 32 px."""
 
 import json
@@ -16,34 +17,34 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 
 # Runs seed_study in-process with the progress callback raising KeyboardInterrupt (as a
-# Ctrl-C would) at the first report of variant number sys.argv[1].
+# Ctrl-C would) at the first report of variant sys.argv[1]'s batch sys.argv[2] (0-based).
 DRIVER = """
 import sys
 sys.path.insert(0, {repo!r})
 from jnst import cli
 import scripts.seed_study as script
-stop_at, call = int(sys.argv[1]), cli.Printer.__call__
+run, batch, call = int(sys.argv[1]), int(sys.argv[2]), cli.Printer.__call__
 def interrupting(self, r):
   call(self, r)
-  if r.run >= stop_at:
+  if (r.run, r.batch) >= (run, batch):
     raise KeyboardInterrupt
-if stop_at >= 0:
+if run >= 0:
   cli.Printer.__call__ = interrupting
-sys.argv = ["seed_study.py"] + sys.argv[2:]
+sys.argv = ["seed_study.py"] + sys.argv[3:]
 script.run()
 """
 
 
-def study(*args, stop_at=-1):
+def study(*args, stop_at=(-1, -1)):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
-  return subprocess.run([sys.executable, "-c", DRIVER.format(repo=str(REPO)), str(stop_at),
+  return subprocess.run([sys.executable, "-c", DRIVER.format(repo=str(REPO)), *map(str, stop_at),
                          *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, random_weights_file):
-  """One study straight through ("full") and the same study interrupted in its second
-  variant ("resumed": its directory after the interruption is copied to "interrupted")."""
+  """One study straight through ("full"), and the same study ("resumed") interrupted in the
+  second batch of its second variant: (dir, flags, its output dir, that run, its listing)."""
   d = tmp_path_factory.mktemp("resume")
   rng = np.random.default_rng(0)
   Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(d / "c.png")
@@ -53,17 +54,18 @@ def runs(tmp_path_factory, random_weights_file):
   full = study(*args, f"--output_dir={d / 'full'}")
   assert full.returncode == 0, full.stderr
   out = d / "resumed"
-  stopped = study(*args, f"--output_dir={out}", stop_at=1)
+  stopped = study(*args, f"--output_dir={out}", stop_at=(1, 1))
   listing = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
   return d, args, out, stopped, listing
 
 
-def test_interrupted_study_keeps_its_first_variant(runs):
+def test_interrupted_study_keeps_finished_variants_and_batches(runs):
   d, args, out, stopped, listing = runs
   assert stopped.returncode == 130, stopped.stderr
   line = stopped.stderr.strip().splitlines()[-1]
   assert line.startswith("interrupted; intermediate files are in") and ".resume" in line, line
-  assert listing == [".resume", ".resume/state.json", ".resume/variant_000.json",
+  assert listing == [".resume", ".resume/batch_001_000.json", ".resume/batch_001_000.npz",
+                     ".resume/state.json", ".resume/variant_000.json",
                      ".resume/variant_000.npz"]
 
 
@@ -86,8 +88,10 @@ def test_resumed_study_matches_uninterrupted(runs):
   d, args, out, *_ = runs
   p = study(*args, f"--output_dir={out}", "--resume")
   assert p.returncode == 0, p.stderr
-  assert "resuming: 1 of 3 variant(s) done" in p.stdout
-  assert "layer=relu1_1" not in p.stdout and "layer=relu2_1" in p.stdout  # Only the rest ran.
+  assert "resuming: 1 of 3 variant(s) done, 1 batch(es) of the next" in p.stdout
+  assert "layer=relu1_1" not in p.stdout  # Only the rest ran.
+  assert "layer=relu2_1 batch 1/2" not in p.stdout and "layer=relu2_1 batch 2/2" in p.stdout
+  assert "layer=relu3_1 batch 1/2" in p.stdout
   full = d / "full"
   names = sorted(f.name for f in full.iterdir())
   assert sorted(f.name for f in out.iterdir()) == names  # The .resume state is gone.
