@@ -10,8 +10,8 @@ defaults to ``noise`` here); seed k's image equals a single run with ``--seed=k`
 value after another (jnst/study.py). Writes seed_XXXX.png (or FLAG_VALUE[_seed_XXXX].png),
 grid.png, losses.png and summary.json to --output_dir. Multi-host: --distributed (or
 JNST_DISTRIBUTED=1) with the coordinator flags or JAX's auto-detection; process 0 writes.
-Each finished sweep variant is kept in --output_dir/.resume/; after an interruption,
---resume with the same flags runs only the unfinished variants (README).
+Finished member batches and sweep variants are kept in --output_dir/.resume/; after an
+interruption, --resume with the same flags runs only the unfinished ones (README).
 """
 
 import os
@@ -47,7 +47,7 @@ _DIVERSITY_LAYERS = flags.DEFINE_list("diversity_layers", None, "Layers of the f
 FLAGS = flags.FLAGS
 NOT_HERE = {"output": "--output_dir", "seed": "--first_seed and --num_seeds",
             "all_blocks": "--sweep=layer:relu1_1,relu2_1,relu3_1,relu4_1,relu5_1",
-            "save_every": "nothing (finished variants are kept for --resume anyway)"}
+            "save_every": "nothing (finished batches are kept for --resume anyway)"}
 
 
 def main(argv):
