@@ -68,6 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jnst.params_file as params_file
+from jnst.backbones.input_space import MeanStdInput
 from jnst.errors import JnstError
 from jnst.fetch import Log, sha256, stderr_log
 
@@ -224,7 +225,7 @@ class ResNetNet(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class ResNet:
+class ResNet(MeanStdInput):
   """The ResNet-50 backbone: hashable (part of an objective's compile-cache key).
 
   Attributes: name "resnet50" (torchvision, v1.5) | "resnet50_v1" (Caffe/Keras);
@@ -293,18 +294,6 @@ class ResNet:
     return tuple(out)
 
   # -------------------------------------------------------------- computing
-
-  def preprocess(self, params: Mapping, rgb: jax.Array) -> jax.Array:
-    """RGB in [0, 1] (..., 3) -> the network's input space (module docstring)."""
-    return (rgb - params["input"]["mean"]) / params["input"]["std"]
-
-  def deprocess(self, params: Mapping, x: jax.Array) -> jax.Array:
-    """Inverse of ``preprocess`` (not clipped)."""
-    return x * params["input"]["std"] + params["input"]["mean"]
-
-  def pixel_scale(self, params: Mapping) -> jax.Array:
-    """(3,) factors from input-space steps to RGB 0-255 steps."""
-    return 255.0 * params["input"]["std"]
 
   def features(self, params: Mapping, x: jax.Array, layers: Sequence[str]) -> dict:
     """Activations of input-space NHWC ``x``: {layer: (N, H', W', C) float32}."""

@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jnst.params_file as params_file
+from jnst.backbones.input_space import MeanStdInput
 from jnst.errors import JnstError
 from jnst.fetch import Log, cached_member, sha256, stderr_log
 from jnst.records import ensure_writable
@@ -282,7 +283,7 @@ def caffe_input() -> dict[str, jax.Array]:
 
 
 @dataclasses.dataclass(frozen=True)
-class VGG:
+class VGG(MeanStdInput):
   """The VGG backbone: hashable (it is part of an objective's compile-cache key).
 
   Attributes: arch; pooling "max" | "avg"; compute_dtype "float32" | "bfloat16" (outputs
@@ -355,18 +356,6 @@ class VGG:
     return tuple(out)
 
   # -------------------------------------------------------------- computing
-
-  def preprocess(self, params: Mapping, rgb: jax.Array) -> jax.Array:
-    """RGB in [0, 1] (..., 3) -> the network's input space (module docstring)."""
-    return (rgb - params["input"]["mean"]) / params["input"]["std"]
-
-  def deprocess(self, params: Mapping, x: jax.Array) -> jax.Array:
-    """Inverse of ``preprocess`` (not clipped)."""
-    return x * params["input"]["std"] + params["input"]["mean"]
-
-  def pixel_scale(self, params: Mapping) -> jax.Array:
-    """(3,) factors from input-space steps to RGB 0-255 steps (1 for Caffe weights)."""
-    return 255.0 * params["input"]["std"]
 
   def features(self, params: Mapping, x: jax.Array, layers: Sequence[str]) -> dict:
     """Activations of input-space NHWC ``x``: {layer: (N, H', W', C) float32}. ``params``

@@ -50,6 +50,19 @@ def sync(device) -> None:
 # ------------------------------------------------------------------ network
 
 
+
+def _tensors(params: Mapping, names, device, dtype) -> tuple[dict, object, object]:
+  """Our params as torch tensors: ({conv: (OIHW kernel, bias)}, input mean, input std)."""
+  t = torch()
+  conv = {}
+  for name in names:
+    k = np.asarray(params["conv"][name]["kernel"], np.float32).transpose(3, 2, 0, 1)
+    b = np.asarray(params["conv"][name]["bias"], np.float32)
+    conv[name] = (t.tensor(np.ascontiguousarray(k), device=device, dtype=dtype),
+                  t.tensor(b, device=device, dtype=dtype))
+  return (conv, t.tensor(np.asarray(params["input"]["mean"], np.float32), device=device),
+          t.tensor(np.asarray(params["input"]["std"], np.float32), device=device))
+
 class TorchVGG:
   """The VGG conv stack of ``params`` (jnst pytree) as PyTorch tensors on ``device``."""
 
@@ -57,14 +70,7 @@ class TorchVGG:
     t = torch()
     self.arch = vgg.arch_of(params)
     self.device, self.dtype = device, dtype or t.float32
-    self.conv = {}
-    for name in self.arch.conv_names:
-      k = np.asarray(params["conv"][name]["kernel"], np.float32).transpose(3, 2, 0, 1)
-      b = np.asarray(params["conv"][name]["bias"], np.float32)
-      self.conv[name] = (t.tensor(np.ascontiguousarray(k), device=device, dtype=self.dtype),
-                         t.tensor(b, device=device, dtype=self.dtype))
-    self.mean = t.tensor(np.asarray(params["input"]["mean"], np.float32), device=device)
-    self.std = t.tensor(np.asarray(params["input"]["std"], np.float32), device=device)
+    self.conv, self.mean, self.std = _tensors(params, self.arch.conv_names, device, self.dtype)
 
   def preprocess(self, rgb):
     """RGB [0, 1] (B, 3, H, W) -> network input space (``VGG.preprocess``)."""
@@ -115,14 +121,7 @@ class TorchResNet(TorchVGG):
   def __init__(self, params: Mapping, stride_in_1x1: bool = False, device="cpu", dtype=None):
     t = torch()
     self.stride_in_1x1, self.device, self.dtype = stride_in_1x1, device, dtype or t.float32
-    self.conv = {}
-    for name in resnet.CONV_NAMES:
-      k = np.asarray(params["conv"][name]["kernel"], np.float32).transpose(3, 2, 0, 1)
-      b = np.asarray(params["conv"][name]["bias"], np.float32)
-      self.conv[name] = (t.tensor(np.ascontiguousarray(k), device=device, dtype=self.dtype),
-                         t.tensor(b, device=device, dtype=self.dtype))
-    self.mean = t.tensor(np.asarray(params["input"]["mean"], np.float32), device=device)
-    self.std = t.tensor(np.asarray(params["input"]["std"], np.float32), device=device)
+    self.conv, self.mean, self.std = _tensors(params, resnet.CONV_NAMES, device, self.dtype)
 
   def features(self, x, layers: Sequence[str], pooling: str = "max") -> dict:
     """{layer: (B, C, H', W') float32} of network-space ``x``; stops at the deepest layer."""
