@@ -191,3 +191,25 @@ def ensure(path, default: Path | None, make: Callable[[Path], Path],
     log(f"weights {default} not found; fetching and converting them once")
     make(default)
   return default
+
+
+def read_torch_state(src, fallback: str = "--keras_h5") -> tuple[Mapping, str]:
+  """(state dict, sha256) of a PyTorch ``.pth`` file, read with ``torch.load(weights_only=True)``
+  (no arbitrary unpickling). Needs torch; ``fallback`` names what to use without it."""
+  try:
+    import torch
+  except ImportError:
+    raise JnstError(f"converting a .pth file needs PyTorch: pip install torch (CPU build is "
+                    f"enough), or use {fallback}") from None
+  from jnst.fetch import sha256
+  src = check_input_file(src, "torch weights file", "give an existing .pth file")
+  digest = sha256(src)
+  try:
+    state = torch.load(src, map_location="cpu", weights_only=True)
+  except Exception as e:  # torch raises many types for a bad file.
+    raise JnstError(f"{src} is not a readable PyTorch state dict ({type(e).__name__}): "
+                    f"get a fresh copy") from None
+  if not isinstance(state, Mapping):
+    raise JnstError(f"{src} holds a {type(state).__name__}, not a state dict: save "
+                    f"model.state_dict() instead")
+  return state, digest

@@ -465,22 +465,7 @@ def from_torch_state(state: Mapping, src: str = "state dict") -> dict[str, tuple
 def convert_torch_pth(src, dst, storage_dtype: str = "float32", log: Log = stderr_log) -> Path:
   """torchvision ``resnet50`` state dict file -> our ``resnet50`` file. Needs torch; read
   with ``torch.load(weights_only=True)`` (no arbitrary unpickling)."""
-  try:
-    import torch
-  except ImportError:
-    raise JnstError("converting a .pth file needs PyTorch: pip install torch (CPU build is "
-                    "enough), or use --keras_h5") from None
-  if not Path(src).is_file():
-    raise JnstError(f"torch weights file {src} does not exist: give an existing .pth file")
-  digest = sha256(src)
-  try:
-    state = torch.load(src, map_location="cpu", weights_only=True)
-  except Exception as e:  # torch raises many types for a bad file.
-    raise JnstError(f"{src} is not a readable PyTorch state dict ({type(e).__name__}): "
-                    f"get a fresh copy") from None
-  if not isinstance(state, Mapping):
-    raise JnstError(f"{src} holds a {type(state).__name__}, not a state dict: save "
-                    f"model.state_dict() instead")
+  state, digest = params_file.read_torch_state(src, "--keras_h5")
   kernels = from_torch_state(state, str(src))
   log(f"converting {Path(src).name} (torchvision resnet50, RGB ImageNet mean/std, batch norm "
       f"folded) -> {dst} [{storage_dtype}]")

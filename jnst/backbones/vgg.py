@@ -587,21 +587,7 @@ def convert_torch_pth(src, dst, storage_dtype: str = "float32", log: Log = stder
                       arch: str = "vgg19") -> Path:
   """torchvision ``vgg19``/``vgg16`` state dict (``features.{k}.weight`` OIHW, ``.bias``) ->
   our file. Needs torch. Input convention: RGB in [0, 1], ImageNet mean/std."""
-  try:
-    import torch
-  except ImportError:
-    raise JnstError("converting a .pth file needs PyTorch: pip install torch (CPU build is "
-                    "enough), or use --keras_h5 / the default download") from None
-  src = params_file.check_input_file(src, "torch weights file", "give an existing .pth file")
-  digest = sha256(src)
-  try:
-    state = torch.load(src, map_location="cpu", weights_only=True)
-  except Exception as e:  # torch raises many types for a bad file.
-    raise JnstError(f"{src} is not a readable PyTorch state dict ({type(e).__name__}): "
-                    f"get a fresh copy") from None
-  if not isinstance(state, Mapping):
-    raise JnstError(f"{src} holds a {type(state).__name__}, not a state dict: save "
-                    f"model.state_dict() instead")
+  state, digest = params_file.read_torch_state(src, "--keras_h5 / the default download")
   arch = ARCHS[arch]
   _wrong_arch(src, _which_arch(state.keys(), _torch_key), arch, "torchvision")
   kernels = {}
