@@ -3,10 +3,7 @@
 converters by round trip (torchvision state dict file / synthetic Keras h5 -> our file ->
 the same features as the torch module), layer names, and bad input."""
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -22,7 +19,7 @@ from jnst.backbones import resnet, vgg  # noqa: E402
 from jnst.bench import torch_ref  # noqa: E402
 from jnst.errors import JnstError  # noqa: E402
 from jnst.experiments import Inputs, StylizeConfig  # noqa: E402
-from tests import torch_resnet  # noqa: E402
+from tests import script_runner, torch_resnet  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 ALL = resnet.LAYER_NAMES
@@ -265,10 +262,8 @@ def test_truncated_and_incomplete_files_refused(our_file, tmp_path, torch_v15):
 # ---------------------------------------------------------------------------- scripts
 
 
-def run_script(name, *args):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
-  return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *args],
-                        capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+def run_script(name, *args):  # In a reused worker process: tests/script_runner.py.
+  return script_runner.run_script(name, *args)
 
 
 @pytest.fixture(scope="module")

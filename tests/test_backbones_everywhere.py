@@ -3,9 +3,6 @@ benchmark and its PyTorch reference, with VGG-16 (random weights in a torchvisio
 file, tiny images)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -18,6 +15,7 @@ import jnst.optimize as optimize
 import jnst.study as study
 from jnst.backbones import vgg
 from jnst.errors import JnstError
+from tests import script_runner
 
 REPO = Path(__file__).resolve().parent.parent
 OPT = optimize.OptConfig(steps=2, chunk=2)
@@ -44,11 +42,8 @@ def images_dir(tmp_path_factory):
   return d
 
 
-def run_script(name, *args, env=None):
-  return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *args],
-                        capture_output=True, text=True, timeout=300, cwd=REPO,
-                        env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-                             **(env or {})})
+def run_script(name, *args, env=None):  # In a reused worker process: tests/script_runner.py.
+  return script_runner.run_script(name, *args, env=env)
 
 
 def arrays(seed=0):

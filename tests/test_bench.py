@@ -4,8 +4,6 @@ and the script in --quick mode (random weights, tiny images, no ../shared, so it
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import flax.linen as nn
@@ -18,6 +16,7 @@ from jnst import images, optimize, records
 from jnst.backbones import vgg
 from jnst.bench import flops, recorder, suite, timing
 from jnst.errors import JnstError
+from tests import script_runner
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -273,11 +272,9 @@ def _run_script(tmp_path, *flags, timeout):
   """scripts/benchmark.py --quick on two random 24x32 images -> (benchmark.json, .md text)."""
   content, style = _pair(tmp_path)
   out = tmp_path / "out"
-  proc = subprocess.run(
-      [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--quick",
-       f"--content={content}", f"--style={style}", f"--output_dir={out}", *flags],
-      capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"),
-      timeout=timeout)
+  proc = script_runner.run_script(  # In a reused worker process: tests/script_runner.py.
+      "benchmark", "--quick", f"--content={content}", f"--style={style}", f"--output_dir={out}",
+      *flags, timeout=timeout)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert [p for p in os.listdir(out) if ".tmp" in p] == []
   return json.loads((out / "benchmark.json").read_text()), (out / "benchmark.md").read_text()
@@ -315,10 +312,8 @@ def test_quick_seed_scaling_script(tmp_path):
 
 
 def test_bad_flag_exits_2(tmp_path):
-  proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--quick",
-                         "--frameworks=tf", f"--output_dir={tmp_path}"],
-                        capture_output=True, text=True, timeout=120,
-                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  proc = script_runner.run_script("benchmark", "--quick", "--frameworks=tf",
+                                  f"--output_dir={tmp_path}", timeout=120)
   assert proc.returncode == 2 and "frameworks" in proc.stderr and "Traceback" not in proc.stderr
   assert os.listdir(tmp_path) == []  # Nothing written, nothing left behind.
 

@@ -1,9 +1,6 @@
 """jnst.bench.compare and scripts/compare_backbones.py (random weights, tiny images)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -13,6 +10,7 @@ import pytest
 from jnst.backbones import vgg
 from jnst.bench import compare
 from jnst.errors import JnstError
+from tests.script_runner import run_script
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,23 +75,18 @@ def test_compare_script(tmp_path, random_weights_file):
                                         for n, c in params["conv"].items()},
                   arch=vgg.ARCHS["vgg16"], source="random", source_sha256="0" * 64,
                   convention="caffe_bgr", mean=vgg.CAFFE_MEAN_BGR, storage_dtype="float16")
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-         "JNST_WEIGHTS": str(random_weights_file)}
+  env = {"JNST_WEIGHTS": str(random_weights_file)}
   out = tmp_path / "cmp"
-  p = subprocess.run([sys.executable, str(REPO / "scripts" / "compare_backbones.py"),
-                      "--backbones=vgg16,vgg19", "--size=32", "--steps=2", "--repeats=1",
-                      f"--weights=vgg16={w16}", f"--output_dir={out}"], capture_output=True,
-                     text=True, env=env, timeout=300, cwd=REPO)
+  p = run_script("compare_backbones", "--backbones=vgg16,vgg19", "--size=32", "--steps=2",
+                 "--repeats=1", f"--weights=vgg16={w16}", f"--output_dir={out}", env=env)
   assert p.returncode == 0, p.stderr[-3000:]
   rec = json.loads((out / "compare.json").read_text())
   assert [r["backbone"] for r in rec["results"]] == ["vgg16", "vgg19"]
   assert rec["config"]["steps"] == 2 and rec["size"] == 32
   assert sorted(f.name for f in out.iterdir()) == ["compare.json", "compare.md", "grid.png"]
-  p = subprocess.run([sys.executable, str(REPO / "scripts" / "compare_backbones.py"),
-                      "--backbones=vgg19,vgg11", f"--output_dir={tmp_path / 'no'}"],
-                     capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+  p = run_script("compare_backbones", "--backbones=vgg19,vgg11",
+                 f"--output_dir={tmp_path / 'no'}", env=env)
   assert p.returncode == 2 and "unknown backbone 'vgg11'" in p.stderr
-  p = subprocess.run([sys.executable, str(REPO / "scripts" / "compare_backbones.py"),
-                      "--weights=vgg16", f"--output_dir={tmp_path / 'no'}"],
-                     capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+  p = run_script("compare_backbones", "--weights=vgg16", f"--output_dir={tmp_path / 'no'}",
+                 env=env)
   assert p.returncode == 2 and "--weights=vgg16 must be NAME=PATH pairs" in p.stderr

@@ -2,24 +2,21 @@
 VGG weights, 32 px, a tiny network), and their one-line errors (exit status 2)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests import script_runner
+
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--image_size=32", "--width=4", "--num_res_blocks=1", "--content_layers=relu1_2",
         "--style_layers=relu1_2,relu2_1", "--batch_size=2", "--learning_rate=0.01"]
 
 
-def run_script(name, *args):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
-  return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *args],
-                        capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+def run_script(name, *args):  # In a reused worker process: tests/script_runner.py.
+  return script_runner.run_script(name, *args)
 
 
 def one_line_error(p, match):

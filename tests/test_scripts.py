@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests import script_runner
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -24,10 +26,9 @@ def make_images(d: Path):
   (d / "truncated.jpg").write_bytes(data[: len(data) // 3])
 
 
-def run_script(name, *args, env_extra=None):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env_extra or {})}
-  return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *args],
-                        capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+def run_script(name, *args, env_extra=None, fresh=False):
+  """The script in a reused worker process (tests/script_runner.py); ``fresh``: as a program."""
+  return script_runner.run_script(name, *args, env=env_extra, fresh=fresh)
 
 
 @pytest.fixture()
@@ -42,7 +43,7 @@ def test_stylize_writes_image_and_record(setup):
   out = d / "out" / "result.png"
   p = run_script("stylize", *common, f"--content={d/'content.png'}", f"--style={d/'style.jpg'}",
                  f"--output={out}", "--content_layers=relu2_1", "--style_layers=relu1_1,relu2_1",
-                 "--save_every=2")
+                 "--save_every=2", fresh=True)  # Once as a program: `python scripts/x.py`.
   assert p.returncode == 0, p.stderr
   assert "step     2/4" in p.stdout and "eta" in p.stdout
   assert Image.open(out).size == (32, 27)

@@ -3,22 +3,19 @@ to end (files, summary.json, progress lines, a seed reproduced by the single-run
 bad input as a one-line error with exit status 2. The study logic itself: test_study.py."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests import script_runner
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_script(name, *args):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}  # This checkout's jnst.
-  return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *args],
-                        capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+def run_script(name, *args):  # In a reused worker process: tests/script_runner.py.
+  return script_runner.run_script(name, *args)
 
 
 @pytest.fixture()

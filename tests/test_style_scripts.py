@@ -2,22 +2,19 @@
 random weights, tiny images): a guided run end to end, and bad input as one line, exit 2."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests import script_runner
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_script(name, *args):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
-  return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *args],
-                        capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+def run_script(name, *args):  # In a reused worker process: tests/script_runner.py.
+  return script_runner.run_script(name, *args)
 
 
 def save_mask(path, h, w, split, colours=((255, 0, 0), (0, 0, 255))):

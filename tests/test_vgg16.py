@@ -5,10 +5,7 @@ files of the wrong architecture, truncated files and checksum mismatches."""
 import hashlib
 import importlib.util
 import io
-import os
 import pickle
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import pytest
 from jnst import fetch, safe_pickle
 from jnst.backbones import vgg
 from jnst.errors import JnstError
-from tests import numpy_vgg
+from tests import numpy_vgg, script_runner
 
 ARCH16, ARCH19 = vgg.ARCHS["vgg16"], vgg.ARCHS["vgg19"]
 VGG16_BLOCKS = (2, 2, 3, 3, 3)
@@ -300,10 +297,8 @@ def test_default_paths_per_arch(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- the scripts: bad input
 
 
-def run_script(name, *args, env=None):
-  return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *args],
-                        capture_output=True, text=True, timeout=300, cwd=REPO,
-                        env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})})
+def run_script(name, *args, env=None):  # In a reused worker process: tests/script_runner.py.
+  return script_runner.run_script(name, *args, env=env)
 
 
 def one_error_line(p, *parts):

@@ -26,6 +26,7 @@ import jnst.optimize as optimize  # noqa: E402
 import jnst.video as video  # noqa: E402
 import jnst.video_io as video_io  # noqa: E402
 from jnst.errors import JnstError  # noqa: E402
+from tests import script_runner  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 # Random weights put the terms on odd scales: TW makes the temporal term matter there.
@@ -247,6 +248,8 @@ def test_clip_roundtrip_video_gif_and_directory(tmp_path):
 
 
 def run_script(*args, cwd=REPO, pre=""):
+  if not pre:  # In a reused worker process: tests/script_runner.py.
+    return script_runner.run_script("stylize_video", *args, cwd=cwd)
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   code = f"{pre}import runpy, sys; sys.argv = ['stylize_video', *{list(args)!r}]; " \
          f"runpy.run_path({str(REPO / 'scripts' / 'stylize_video.py')!r}, run_name='__main__')"
