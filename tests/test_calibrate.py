@@ -9,6 +9,7 @@ import pytest
 
 import jnst.calibrate as calibrate
 import jnst.objective as objective
+from jnst import backbones
 from jnst.backbones import resnet, vgg
 
 
@@ -36,3 +37,91 @@ def test_scaled_terms_match_reference(random_params):
     values[bool(bb.term_scales)] = float(obj(x, data)[1]["style"])
   assert values[False] == pytest.approx(own["style"], rel=1e-4)
   assert values[True] == pytest.approx(ref["style"], rel=1e-4)
+
+
+def _scaled(params, s):
+  """VGG params whose every ReLU layer is ``s`` times the original's (s > 0): the first kernel
+  and every bias times s. Raw content terms scale by s², style terms by s⁴."""
+  return {"input": params["input"], "conv": {
+      n: {"kernel": c["kernel"] * (s if n == "conv1_1" else 1.0), "bias": c["bias"] * s}
+      for n, c in params["conv"].items()}}
+
+
+def _pair(seed, shape=(24, 32, 3), style_shape=(20, 28, 3)):
+  rng = np.random.default_rng(seed)
+  return (rng.uniform(size=shape).astype(np.float32),
+          rng.uniform(size=style_shape).astype(np.float32))
+
+
+def test_start_scales_find_a_known_scale(random_params):
+  s = 0.5
+  r = calibrate.start_scales(vgg.VGG19, random_params, vgg.VGG19, _scaled(random_params, s),
+                             [_pair(3), _pair(4, (32, 24, 3))])
+  assert len(r["per_pair"]) == 2
+  for p in r["per_pair"]:
+    assert p["content"] == pytest.approx(1 / s ** 2, rel=1e-3)
+    assert p["style"] == pytest.approx(1 / s ** 4, rel=1e-3)
+  assert r["median"]["style"] == pytest.approx(1 / s ** 4, rel=1e-3)
+
+
+def test_find_multiplier_on_a_known_curve():
+  runs = []
+
+  def run_r(m):  # r falls as m grows; r = 0.2 at m = 37.
+    runs.append(m)
+    return 0.2 * (m / 37.0) ** -0.6
+
+  m, probes = calibrate.find_multiplier(run_r, 0.2, tol=0.01, max_runs=8)
+  assert m == pytest.approx(37.0, rel=0.02)
+  assert probes[0] == (1.0, pytest.approx(0.2 * 37 ** 0.6)) and probes[1][0] == pytest.approx(4.0)
+  assert len(runs) <= 5
+  # Downwards too, and a target r never reached stops at the edge of the range.
+  m, _ = calibrate.find_multiplier(lambda m: 0.2 * (m / 0.01) ** -0.6, 0.2, tol=0.01)
+  assert m == pytest.approx(0.01, rel=0.02)
+  m, probes = calibrate.find_multiplier(lambda m: 0.5 + 0.0 * m, 0.1, max_runs=20)
+  assert m == pytest.approx(calibrate.M_RANGE) and len(probes) < 20
+
+
+def test_scales_per_variant():
+  bb = vgg.VGG16
+  assert backbones.scales_for(bb, "paper") == dict(bb.term_scales)
+  two = backbones.with_scales(bb, "mean", {"content": 2.0, "style": 3.0})
+  assert backbones.scales_for(two, "mean") == {"content": 2.0, "style": 3.0}
+  assert backbones.scales_for(two, "paper") == dict(bb.term_scales)  # No entry: term_scales.
+  three = backbones.with_scales(two, "mean", {"style": 5.0})  # Replaces the entry.
+  assert backbones.scales_for(three, "mean") == {"style": 5.0}
+  assert hash(three) != hash(two)  # Part of the compile-cache key.
+  # The Objective applies the entry of its variant.
+  content, style = _pair(5)
+  params = bb.init_random(jax.random.key(1))
+  layers = bb.default_style_layers
+  terms = {"style": (1.0, {l: 1.0 / len(layers) for l in layers},
+                     objective.style_target(bb, params, [style], layers))}
+  x = bb.preprocess(params, content)
+  got = {}
+  for b in (dataclasses.replace(bb, term_scales=()), three):
+    for v in ("paper", "mean"):
+      obj, data = objective.build(b, params, terms, v)
+      got[b is three, v] = float(obj(x, data)[1]["style"])
+  assert got[True, "mean"] == pytest.approx(5.0 * got[False, "mean"], rel=1e-5)
+  assert got[True, "paper"] == pytest.approx(dict(bb.term_scales)["style"] * got[False, "paper"],
+                                             rel=1e-5)
+
+
+def test_balance_recovers_a_wrong_style_scale(random_params):
+  """The same network with features ×s and units given with the style scale 8× too small: the
+  balancing runs are then the reference's runs with β/8, so the multiplier found is ≈ 8.
+  (β = 30: random weights balance style and content there, where r depends on β most.)"""
+  s = 0.5
+  pair = _pair(6, (32, 32, 3), (32, 32, 3))
+  logs = []
+  rec = calibrate.balance(vgg.VGG19, random_params, vgg.VGG19, _scaled(random_params, s),
+                          [pair], steps=40, tol=0.01, max_runs=6, style_weight=30.0,
+                          start={"content": 1 / s ** 2, "style": 1 / (8 * s ** 4)},
+                          log=logs.append)
+  assert rec["pairs"][0]["multiplier"] == pytest.approx(8.0, rel=0.3), rec["pairs"][0]
+  assert rec["term_scales"]["style"] == pytest.approx(1 / s ** 4, rel=0.3)
+  assert rec["term_scales"]["content"] == 1 / s ** 2
+  assert 0 < rec["pairs"][0]["r_reference"] < 1 and logs
+  assert calibrate.rounded({"content": 123456.0, "style": 0.000123456}) == (
+      ("content", 120000.0), ("style", 0.00012))
