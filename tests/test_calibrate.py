@@ -2,15 +2,23 @@
 and the Objective applying them."""
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 import jnst.calibrate as calibrate
 import jnst.objective as objective
 from jnst import backbones
 from jnst.backbones import resnet, vgg
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_scaled_terms_match_reference(random_params):
@@ -125,3 +133,37 @@ def test_balance_recovers_a_wrong_style_scale(random_params):
   assert 0 < rec["pairs"][0]["r_reference"] < 1 and logs
   assert calibrate.rounded({"content": 123456.0, "style": 0.000123456}) == (
       ("content", 120000.0), ("style", 0.00012))
+
+
+def test_calibrate_script(tmp_path, random_weights_file):
+  """scripts/calibrate_backbone.py end to end at a tiny size (random VGG-16 against random
+  VGG-19): the record and the printed scales; bad input is one line, exit 2, no record."""
+  params = vgg.VGG16.init_random(jax.random.key(2))
+  w16 = vgg.write(tmp_path / "w16.h5", {n: (np.asarray(c["kernel"]), np.asarray(c["bias"]))
+                                        for n, c in params["conv"].items()},
+                  arch=vgg.ARCHS["vgg16"], source="random", source_sha256="0" * 64,
+                  convention="caffe_bgr", mean=vgg.CAFFE_MEAN_BGR, storage_dtype="float16")
+  rng = np.random.default_rng(0)
+  for name, shape in (("c.png", (24, 32, 3)), ("s.png", (30, 30, 3))):
+    Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(tmp_path / name)
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+  script = [sys.executable, str(REPO / "scripts" / "calibrate_backbone.py"), "--backbone=vgg16",
+            f"--weights={w16}", f"--reference_weights={random_weights_file}", "--size=32"]
+  out = tmp_path / "cal"
+  p = subprocess.run(script + [f"--pairs={tmp_path / 'c.png'}:{tmp_path / 's.png'}",
+                               "--steps=3", "--max_runs=2", f"--output_dir={out}"],
+                     capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+  assert p.returncode == 0, p.stderr[-3000:]
+  rec = json.loads((out / "calibration_vgg16_paper.json").read_text())
+  assert rec["backbone"] == "vgg16" and rec["reference"] == "vgg19" and rec["steps"] == 3
+  assert len(rec["pairs"]) == 1 and 1 <= len(rec["pairs"][0]["probes"]) <= 2
+  assert rec["term_scales"]["style"] == pytest.approx(
+      rec["start"]["median"]["style"] * rec["multiplier"])
+  assert rec["current"] == dict(vgg.VGG16.term_scales)
+  assert "term_scales for variant paper: (('content', " in p.stdout
+  for bad, msg in (("--pairs=nonsense", "must be demo or CONTENT:STYLE"),
+                   (f"--pairs={tmp_path / 'none.png'}:{tmp_path / 's.png'}", "none.png")):
+    p = subprocess.run(script + [bad, f"--output_dir={tmp_path / 'no'}"], capture_output=True,
+                       text=True, env=env, timeout=300, cwd=REPO)
+    assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert not (tmp_path / "no" / "calibration_vgg16_paper.json").exists()
