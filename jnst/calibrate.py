@@ -158,8 +158,8 @@ def balance(reference, ref_params, backbone, params, pairs: Sequence, variant: s
   start: {term: s} to skip step 1 (e.g. to re-balance given units). style_weight: the β (α is
   1) at which the runs are matched, the stylize default unless testing. Returns a record:
   {"variant", "steps", "start": step 1's record or the given scales, "pairs": [{"r_reference",
-  "multiplier", "probes": [(m, r)], "reference_style_over_content"}], "multiplier" (the
-  geometric mean), "term_scales": {"content": s_c, "style": s_s · m}}.
+  "multiplier", "probes": [(m, r)], "reference_style_over_content", "converged"}],
+  "multiplier" and "converged" (``combine``), "term_scales": {"content": s_c, "style": s_s · m}}.
   """
   losses.check_variant(variant)
   if not pairs:
@@ -185,10 +185,30 @@ def balance(reference, ref_params, backbone, params, pairs: Sequence, variant: s
 
     m, probes = find_multiplier(run_r, ref["r"], tol, max_runs)
     out.append({"r_reference": ref["r"], "reference_style_over_content":
-                ref["style_over_content"], "multiplier": m, "probes": probes})
-  m = float(np.exp(np.mean([np.log(p["multiplier"]) for p in out])))
+                ref["style_over_content"], "multiplier": m, "probes": probes,
+                "converged": reached(probes, ref["r"], tol)})
+  m, converged = combine(out)
   return {"variant": variant, "steps": steps, "start": first, "pairs": out, "multiplier": m,
+          "converged": converged,
           "term_scales": {"content": s0["content"], "style": s0["style"] * m}}
+
+
+def reached(probes: Sequence[tuple[float, float]], r_target: float, tol: float) -> bool:
+  """Whether a probe (m, r) ended within ``tol`` of ``r_target`` (find_multiplier's test)."""
+  return any(abs(math.log(r / r_target)) <= math.log1p(tol) for _, r in probes)
+
+
+def combine(pairs: Sequence[dict]) -> tuple[float, bool]:
+  """(multiplier, converged) over balance's per-pair records: the geometric mean of the
+  multipliers of the pairs that reached the reference's style reduction. If none did, 1
+  (the unit scales stand) and False: where the style term already dominates, a run's style
+  reduction is set by how fast the optimiser descends on that network, not by β, so no
+  style scale matches it (measured for VGG-16: weights/README.md, "Calibrating
+  term_scales"); an extrapolated multiplier would only push β up without effect."""
+  ok = [p["multiplier"] for p in pairs if p["converged"]]
+  if not ok:
+    return 1.0, False
+  return float(np.exp(np.mean(np.log(ok)))), len(ok) == len(pairs)
 
 
 def rounded(scales: dict, digits: int = 2) -> tuple[tuple[str, float], ...]:

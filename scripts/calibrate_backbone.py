@@ -66,6 +66,11 @@ def main(argv):
   print(f"{_BACKBONE.value}, variant {_VARIANT.value}: style multiplier per pair "
         + ", ".join(f"{p['multiplier']:.3g}" for p in rec["pairs"])
         + f" (geometric mean {rec['multiplier']:.3g})")
+  bad = [i for i, p in enumerate(rec["pairs"]) if not p["converged"]]
+  if bad:
+    print(f"warning: pair(s) {bad} never reached {_REFERENCE.value}'s style reduction (r hardly "
+          "moves with beta: see the probes in the record); they are left out, and with none "
+          "left the unit scales stand")
   print(f"term_scales for variant {_VARIANT.value}: {calibrate.rounded(rec['term_scales'])} "
         f"(now: {rec['current']})")
   print(f"wrote {out}")

@@ -90,6 +90,21 @@ def test_find_multiplier_on_a_known_curve():
   assert m == pytest.approx(calibrate.M_RANGE) and len(probes) < 20
 
 
+def test_combine_leaves_out_pairs_that_never_reached_the_target():
+  """VGG-16's real probes at 64 px (weights/README.md): r barely moves with β, so the search
+  extrapolates to ×256; such a pair must not set the style scale."""
+  flat = [(1.0, 0.01362), (4.0, 0.01368), (16.0, 0.01369), (64.0, 0.0139)]
+  assert not calibrate.reached(flat, 0.001196, 0.05)
+  assert calibrate.reached([(1.0, 0.5), (4.0, 0.0121)], 0.012, 0.05)
+  stuck = {"multiplier": 256.0, "converged": False}
+  assert calibrate.combine([stuck, stuck]) == (1.0, False)
+  m, ok = calibrate.combine([{"multiplier": 2.0, "converged": True},
+                             {"multiplier": 8.0, "converged": True}])
+  assert m == pytest.approx(4.0) and ok
+  m, ok = calibrate.combine([{"multiplier": 2.0, "converged": True}, stuck])
+  assert m == pytest.approx(2.0) and not ok
+
+
 def test_scales_per_variant():
   bb = vgg.VGG16
   assert backbones.scales_for(bb, "paper") == dict(bb.term_scales)
@@ -128,6 +143,7 @@ def test_balance_recovers_a_wrong_style_scale(random_params):
                           start={"content": 1 / s ** 2, "style": 1 / (8 * s ** 4)},
                           log=logs.append)
   assert rec["pairs"][0]["multiplier"] == pytest.approx(8.0, rel=0.3), rec["pairs"][0]
+  assert rec["pairs"][0]["converged"] and rec["converged"]
   assert rec["term_scales"]["style"] == pytest.approx(1 / s ** 4, rel=0.3)
   assert rec["term_scales"]["content"] == 1 / s ** 2
   assert 0 < rec["pairs"][0]["r_reference"] < 1 and logs
@@ -159,7 +175,7 @@ def test_calibrate_script(tmp_path, random_weights_file):
   assert len(rec["pairs"]) == 1 and 1 <= len(rec["pairs"][0]["probes"]) <= 2
   assert rec["term_scales"]["style"] == pytest.approx(
       rec["start"]["median"]["style"] * rec["multiplier"])
-  assert rec["current"] == dict(vgg.VGG16.term_scales)
+  assert rec["current"] == dict(vgg.VGG16.term_scales) and "converged" in rec
   assert "term_scales for variant paper: (('content', " in p.stdout
   for bad, msg in (("--pairs=nonsense", "must be demo or CONTENT:STYLE"),
                    (f"--pairs={tmp_path / 'none.png'}:{tmp_path / 's.png'}", "none.png")):
