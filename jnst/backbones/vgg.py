@@ -34,10 +34,12 @@ computed once per problem) for speed.
 Loss weights: the Caffe VGG-19 weights' features are the paper's units, so α, β keep the
 paper's meaning (``term_scales`` all 1); γ (TV) is defined on RGB in 0-255 units for every
 backbone. VGG-16's ``term_scales`` put its default weights' (torchvision's) raw content and
-style terms in VGG-19 Caffe units, so the default α, β give a comparable stylisation: the
-content scale matches the terms' units at the start of a run, the style scale makes a
-default run end with the same style reduction as VGG-19's (``jnst.calibrate``;
-scripts/calibrate_backbone.py; numbers and command in weights/README.md, "Calibrating
+style terms in VGG-19 Caffe units, so the default α, β give a comparable stylisation: both
+match the terms' units at the start of a run (as step 1 of ``jnst.calibrate``, over more
+probe images: content ×6e4, style ×5e9, medians of the VGG-19/VGG-16 raw-term ratios on the demo pair
+at 128, 256 and 512 px; scripts/calibrate_backbone.py). Its balance step does not converge
+for VGG-16 (the style reduction of a run does not depend on β there), so it changes
+nothing (numbers and command in weights/README.md, "Calibrating
 term_scales"). ``term_scales`` are for the paper variant and any variant without its own
 ``variant_term_scales`` entry (``jnst.backbones.scales_for``). A Caffe-trained VGG-16 file
 (Keras) has larger features: give it other α, β.
