@@ -809,7 +809,8 @@ def benchmark_config():
       loops=tuple(FLAGS.loops), torch_compile=pick(FLAGS.torch_compile, True, False),
       threads=FLAGS.threads, matmul_n=256 if q else 2048, seed_scaling=mode,
       seed_sizes=seed_sizes, seed_counts=seed_counts,
-      seed_steps=pick(FLAGS.seed_steps, 10, 2), backbone=FLAGS.backbone).validate()
+      seed_steps=pick(FLAGS.seed_steps, 10, 2), backbone=FLAGS.backbone,
+      end_to_end=FLAGS.end_to_end).validate()
 
 
 def benchmark_images() -> tuple[str, str]:

@@ -33,6 +33,7 @@ import jnst.colour as colour
 import jnst.losses as losses
 import jnst.style_stats as style_stats
 import jnst.matting as matting
+from jnst.backbones import scales_for
 from jnst.errors import JnstError
 
 
@@ -60,7 +61,7 @@ class Objective:
     feats = self.backbone.features(data["params"], x[None], self.layers) if self.layers else {}
     uses_image = any(t.name in losses.IMAGE_TERMS for t in self.terms)
     image = x * data["pixel_scale"] if uses_image else None
-    scales = dict(self.backbone.term_scales)
+    scales = scales_for(self.backbone, self.variant)
     values = {}
     for t in self.terms:
       raw = losses.TERMS[t.name](feats, image, data["targets"].get(t.name),

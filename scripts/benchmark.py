@@ -4,6 +4,8 @@ r"""Benchmark jnst (JAX) against the PyTorch reference: same algorithm, same wei
   python scripts/benchmark.py --sizes=128,256 --steps=50 --repeats=3 --output_dir=bench_out
   python scripts/benchmark.py --quick                       # tiny sizes, a smoke test
   python scripts/benchmark.py --seed_scaling=only           # issue 4: N seeds vmapped vs one by one
+  python scripts/benchmark.py --backbone=resnet50 --random_weights --sizes=256,512 \
+      --noend_to_end --seed_size=0                          # per evaluation only, one backbone
 
 Writes <output_dir>/benchmark.json ({"machine": ..., "results": [{"framework", "size",
 "metric", "value", "unit"}, ...]}) and benchmark.md (tables). Metrics: BENCHMARKS.md.
@@ -51,6 +53,8 @@ flags.DEFINE_list("seed_sizes", None, "Longer image side(s) for seed scaling, pi
                   "64,128,256; --quick: 32).")
 flags.DEFINE_integer("seed_steps", None, "L-BFGS steps per seed for seed scaling (default 10; "
                      "--quick: 2).")
+flags.DEFINE_bool("end_to_end", True, "Also time whole optimiser runs (off: per-evaluation "
+                  "figures only).")
 flags.DEFINE_bool("quick", False, "Tiny sizes and few repeats: checks the script runs.")
 FLAGS = flags.FLAGS
 

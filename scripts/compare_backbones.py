@@ -4,12 +4,12 @@ table of per-evaluation time, memory and evaluations to a fixed style/content ba
 
   python scripts/compare_backbones.py                                # every registered backbone
   python scripts/compare_backbones.py --backbones=vgg19,vgg16 --size=128 --steps=300
-  python scripts/compare_backbones.py --calibrate=vgg16             # its term_scales' ratios
 
 Each backbone uses its default weights file (fetched and converted once; $JNST_WEIGHTS,
 $JNST_WEIGHTS_VGG16, ... or --weights=NAME=PATH,... override); by default a registered
 backbone without weights (ResNet-50 has no download) is skipped with a note. Writes
 compare.json, compare.md and grid.png to --output_dir. The pair defaults to the demo pair.
+A backbone's term_scales are calibrated by scripts/calibrate_backbone.py.
 """
 
 import dataclasses
@@ -34,23 +34,12 @@ _STYLE = flags.DEFINE_string("style", None, "Style image (default: the demo pain
 _WEIGHTS = flags.DEFINE_list("weights", None, "NAME=PATH per backbone, e.g. resnet50=w.h5 "
                               "(default: each backbone's default file).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/compare", "Output directory.")
-_CALIBRATE = flags.DEFINE_string("calibrate", None, "Instead: print the VGG-19/BACKBONE raw-term "
-                                 "ratios behind BACKBONE's term_scales (at 128, 256, 512 px).")
 
 
 def main(argv):
   del argv
   content_path = _CONTENT.value or str(demo.content_path())
   style_path = _STYLE.value or str(demo.style_path())
-  if _CALIBRATE.value:
-    pairs = [(images.load_image(content_path, s), images.load_image(style_path, s))
-             for s in (128, 256, 512)]
-    ratios = compare.term_scale_ratios(("vgg19", jnst.load_backbone("vgg19")[1]), (
-        _CALIBRATE.value, jnst.load_backbone(_CALIBRATE.value)[1]), pairs)
-    for term in ("content", "style"):
-      print(f"{term}: median {ratios['median'][term]:.3g}; per probe "
-            + ", ".join(f"{r:.3g}" for r in ratios[term]))
-    return
   cfg = compare.CompareConfig(_STEPS.value, _BALANCE.value, _REPEATS.value).validate()
   out = Path(_OUTPUT_DIR.value)
   records.ensure_writable(out / "compare.json")

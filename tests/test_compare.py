@@ -52,23 +52,6 @@ def test_compare_in_process(random_params):
   assert sheet.ndim == 3 and sheet.shape[1] > 4 * 256
 
 
-def test_term_scale_ratios_find_a_known_scale(random_params):
-  """Params whose last-needed features are scaled by s give content ratio 1/s² and style
-  ratio 1/s⁴ (the terms are quadratic / quartic in the features)."""
-  rng = np.random.default_rng(3)
-  content = rng.uniform(size=(24, 32, 3)).astype(np.float32)
-  style = rng.uniform(size=(20, 28, 3)).astype(np.float32)  # Resized, it is a new image.
-  s = 0.5  # Scale every bias and the first kernel: each ReLU layer scales by s.
-  scaled = {"input": random_params["input"], "conv": {
-      n: {"kernel": c["kernel"] * (s if n == "conv1_1" else 1.0), "bias": c["bias"] * s}
-      for n, c in random_params["conv"].items()}}
-  r = compare.term_scale_ratios(("vgg19", random_params), ("vgg19", scaled), [(content, style)])
-  assert len(r["content"]) == 2 and len(r["style"]) == 3
-  np.testing.assert_allclose(r["content"], 1 / s ** 2, rtol=1e-3)
-  np.testing.assert_allclose(r["style"], 1 / s ** 4, rtol=1e-3)
-  assert r["median"]["style"] == pytest.approx(1 / s ** 4, rel=1e-3)
-
-
 def test_compare_script(tmp_path, random_weights_file):
   params = vgg.VGG16.init_random(jax.random.key(2))
   w16 = vgg.write(tmp_path / "w16.h5", {n: (np.asarray(c["kernel"]), np.asarray(c["bias"]))

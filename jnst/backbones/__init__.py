@@ -12,7 +12,9 @@ A backbone is a frozen (hashable) dataclass in a module of its family (``vgg.py`
   pixel_scale(params)                   input-space steps -> RGB 0-255 steps (for TV)
   features(params, x, layers) / extract(params, rgb, layers)   {layer: (N, H', W', C)}
   prepare(params)                       params with its speed tricks applied (per problem)
-  term_scales                           loss-term multipliers into VGG-19 Caffe units
+  term_scales                           loss-term multipliers into VGG-19 Caffe units, for
+                                        every loss variant without its own entry in
+  variant_term_scales                   ((variant, ((term, scale), ...)), ...); see scales_for
   init_random(key), load(path=None, dtype)   params: random, or from our weights file
 
 ``params`` is always the plain pytree of the network's weights the family documents.
@@ -20,6 +22,7 @@ A backbone is a frozen (hashable) dataclass in a module of its family (``vgg.py`
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 from jnst.errors import JnstError
@@ -41,3 +44,21 @@ def get(name: str, pooling: str | None = None, compute_dtype: str | None = None,
   if remat:
     return bb.with_options(pooling, compute_dtype, remat)
   return bb.with_options(pooling, compute_dtype)
+
+
+def scales_for(backbone, variant: str) -> dict[str, float]:
+  """{term: multiplier} that put ``backbone``'s raw terms of loss ``variant`` in VGG-19 Caffe
+  units: its ``variant_term_scales`` entry for ``variant`` if it has one, else its
+  ``term_scales`` (missing terms: 1). Calibrated per variant by jnst.calibrate
+  (scripts/calibrate_backbone.py), since a variant's per-layer normalisation changes how a
+  backbone's layers add up."""
+  own = dict(getattr(backbone, "variant_term_scales", ()) or ())
+  return dict(own.get(variant, getattr(backbone, "term_scales", ()) or ()))
+
+
+def with_scales(backbone, variant: str, scales) -> object:
+  """``backbone`` with ``scales`` ({term: s} or ((term, s), ...)) as its entry for loss
+  ``variant`` (``variant_term_scales``); its other variants' scales are kept."""
+  entry = tuple(sorted(dict(scales).items()))
+  kept = tuple((v, s) for v, s in backbone.variant_term_scales if v != variant)
+  return dataclasses.replace(backbone, variant_term_scales=kept + ((variant, entry),))

@@ -51,7 +51,8 @@ Defaults (chosen by resolution, as no ImageNet weights can be fetched here: weig
 style ``relu, layer1.0, layer2.0, layer3.0, layer4.0`` (the first output at each of the five
 resolutions, as VGG's relu1_1 ... relu5_1 are), content ``layer2.3`` (1/8 resolution, like
 VGG's relu4_2). ``term_scales`` are 1 until measured on real weights with
-``jnst.backbones.calibrate.term_scales`` (weights/README.md, "ResNet-50").
+scripts/calibrate_backbone.py (``jnst.calibrate``; weights/README.md, "Calibrating
+term_scales"): with 1, batch-normed features make the default β far too weak.
 """
 
 from __future__ import annotations
@@ -236,6 +237,7 @@ class ResNet(MeanStdInput):
   pooling: str = "max"
   compute_dtype: str = "float32"
   term_scales: tuple[tuple[str, float], ...] = ()
+  variant_term_scales: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
 
   default_content_layers = ("layer2.3",)
   default_style_layers = ("relu", "layer1.0", "layer2.0", "layer3.0", "layer4.0")

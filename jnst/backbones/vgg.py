@@ -34,13 +34,15 @@ computed once per problem) for speed.
 Loss weights: the Caffe VGG-19 weights' features are the paper's units, so α, β keep the
 paper's meaning (``term_scales`` all 1); γ (TV) is defined on RGB in 0-255 units for every
 backbone. VGG-16's ``term_scales`` put its default weights' (torchvision's) raw content and
-style terms in VGG-19 Caffe units, so the default α, β give a comparable stylisation:
-content ×6e4, style ×5e9: the medians (5.5e4, 5.1e9, rounded to one significant figure) of
-the VGG-19/VGG-16 raw-term ratios on the demo pair at 128, 256 and 512 px over probe images
-(content: the painting resized to the photo, flat grey; style: the photo, the painting
-resized, flat grey; per probe 4.6e4-6.5e4 and 2.4e9-8.1e9).
-``jnst.bench.compare.term_scale_ratios`` measures them (scripts/compare_backbones.py
---calibrate=vgg16). A Caffe-trained VGG-16 file (Keras) has larger features: give it other α, β.
+style terms in VGG-19 Caffe units, so the default α, β give a comparable stylisation: both
+match the terms' units at the start of a run (as step 1 of ``jnst.calibrate``, over more
+probe images: content ×6e4, style ×5e9, medians of the VGG-19/VGG-16 raw-term ratios on the demo pair
+at 128, 256 and 512 px; scripts/calibrate_backbone.py). Its balance step does not converge
+for VGG-16 (the style reduction of a run does not depend on β there), so it changes
+nothing (numbers and command in weights/README.md, "Calibrating
+term_scales"). ``term_scales`` are for the paper variant and any variant without its own
+``variant_term_scales`` entry (``jnst.backbones.scales_for``). A Caffe-trained VGG-16 file
+(Keras) has larger features: give it other α, β.
 """
 
 from __future__ import annotations
@@ -297,6 +299,7 @@ class VGG(MeanStdInput):
   compute_dtype: str = "float32"
   term_scales: tuple[tuple[str, float], ...] = ()
   remat: bool = False
+  variant_term_scales: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
 
   default_content_layers = ("relu4_2",)
   default_style_layers = FIRST_RELUS

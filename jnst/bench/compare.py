@@ -1,5 +1,5 @@
-"""Backbones side by side on one content/style pair (``scripts/compare_backbones.py``), and
-the measurement behind a backbone's ``term_scales``.
+"""Backbones side by side on one content/style pair (``scripts/compare_backbones.py``). The
+backbones' ``term_scales`` are calibrated by ``jnst.calibrate``.
 
 For each backbone, the stylize defaults (its default layers, α = 1, β = 1e3, L-BFGS from the
 content image) are built on the same pair and measured:
@@ -22,12 +22,12 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import jnst.experiments as experiments
 import jnst.optimize as optimize
 import jnst.plots as plots
+from jnst.backbones import scales_for
 from jnst.bench import timing
 from jnst.errors import JnstError
 
@@ -82,7 +82,7 @@ def measure(name: str, params, content: np.ndarray, style: np.ndarray, cfg: Comp
          "final_loss": res.loss_history[-1],
          "layers": {"content": list(problem.data["layer_weights"]["content"]),
                     "style": list(problem.data["layer_weights"]["style"])},
-         "term_scales": dict(problem.backbone.term_scales)}
+         "term_scales": scales_for(problem.backbone, problem.objective.variant)}
   return rec, rgb
 
 
@@ -115,41 +115,3 @@ def grid(content, style, records: Sequence[dict], images: Sequence[np.ndarray]) 
       f"{r['backbone']} ({r['eval_ms']:.0f} ms/eval)" for r in records]
   return plots.contact_sheet([content, style, *images], labels, columns=2 + len(images),
                              cell=256)
-
-
-# ------------------------------------------------------------------ term_scales calibration
-
-
-def raw_terms(name: str, params, content, style, probe: np.ndarray) -> dict[str, float]:
-  """The unweighted, unscaled content and style terms (stylize defaults of backbone ``name``)
-  of the RGB image ``probe`` against the pair's targets."""
-  problem = experiments.StylizeConfig(backbone=name).build(
-      params, experiments.Inputs(content, (style,)))
-  bb = problem.backbone
-  obj = dataclasses.replace(problem.objective, backbone=dataclasses.replace(bb, term_scales=()))
-  data = {**problem.data, "loss_weights": {k: jnp.float32(1.0)
-                                           for k in problem.data["loss_weights"]}}
-  _, terms = obj(bb.preprocess(params, jnp.asarray(probe, jnp.float32)), data)
-  return {k: float(terms[k]) for k in ("content", "style")}
-
-
-def term_scale_ratios(reference: tuple[str, object], other: tuple[str, object],
-                      pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict:
-  """Ratios reference/other of the raw terms over probe images, per pair (one per size):
-  content on the style image resized to the content and on flat grey (the content image's
-  own content term is 0); style on the content image, the style image resized and flat grey.
-  Returns {"content": [...], "style": [...], "median": {"content", "style"}} — the medians
-  are what ``term_scales`` use (VGG-16: jnst.backbones.vgg)."""
-  ratios = {"content": [], "style": []}
-  for content, style in pairs:
-    resized = np.asarray(jax.image.resize(style, content.shape, "lanczos3")).clip(0, 1)
-    grey = np.full(content.shape, 0.5, np.float32)
-    probes = {"content": [resized, grey], "style": [content, resized, grey]}
-    for term, images in probes.items():
-      for probe in images:
-        a = raw_terms(reference[0], reference[1], content, style, probe)[term]
-        b = raw_terms(other[0], other[1], content, style, probe)[term]
-        if b > 0:  # A probe equal to its target (e.g. a pair of one image) says nothing.
-          ratios[term].append(a / b)
-  ratios["median"] = {t: float(np.median(ratios[t])) for t in ("content", "style")}
-  return ratios

@@ -12,13 +12,27 @@ For an H x W image and a VGG stack run up to the deepest loss layer::
 H_l, W_l halve (floor) after each pool. Kernel gradients are not needed (only dL/dx), and
 bias, ReLU, pooling, content/TV terms and the optimiser are O(activations) and left out
 (< 1 % at any size). The same count is used for both frameworks.
+
+ResNet-50 (``resnet_eval_flops``), the same way from its layer shapes: every conv (k x k,
+stride s, Cin -> Cout) costs 2 · k² · Cin · Cout · H_out · W_out forward and the same again
+for its input gradient (multiply-adds with non-zero operands: a strided conv's transpose
+is counted without the zeros it interleaves); sides: conv1 (7x7/2, padding 3), the stem pool
+(3x3/2, padding 1) and the first block of stages 2-4 (stride 2) give (H - 1) // 2 + 1. The
+stride is in the 3x3 conv (``resnet50``, torchvision v1.5) or the first 1x1
+(``resnet50_v1``), which changes where that 1x1 runs. Grams as above. Residual additions,
+ReLUs, biases and the pool are left out as for VGG. ``for_backbone`` picks the count.
+
+XLA's own count (``jax.jit(f).lower(x).compile().cost_analysis()["flops"]``, a static count
+of the HLO, so as reliable on CPU as anywhere) is lower by the padding: it counts only the
+kernel taps inside the image — 8 % less for ResNet-50 at 40x24 px, less at larger sizes
+(tests/test_backbone_bench.py). We count what a dense conv computes, as for VGG.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from jnst.backbones import vgg
+from jnst.backbones import resnet, vgg
 
 _VGG19 = vgg.ARCHS["vgg19"]
 
@@ -54,3 +68,72 @@ def eval_flops(h: int, w: int, layers: Sequence[str], style_layers: Sequence[str
                arch: vgg.Arch = _VGG19) -> int:
   """FLOPs of one loss + input-gradient evaluation (module docstring formula)."""
   return 2 * conv_forward_flops(h, w, layers, arch) + 2 * gram_flops(h, w, style_layers, arch)
+
+
+# ------------------------------------------------------------------ ResNet-50
+
+
+def _half(n: int) -> int:
+  """Output side of a stride-2 conv/pool with SAME-style padding: ceil(n / 2)."""
+  return (n - 1) // 2 + 1
+
+
+def resnet_shapes(h: int, w: int) -> dict[str, tuple[int, int, int]]:
+  """Layer name -> (H', W', C) of ResNet-50's outputs at input H x W."""
+  h, w = _half(h), _half(w)
+  out = {"conv1": (h, w, 64), "relu": (h, w, 64)}
+  h, w = _half(h), _half(w)
+  out["maxpool"] = (h, w, 64)
+  for s, (n, width) in enumerate(zip(resnet.STAGES, resnet.WIDTHS), 1):
+    for b in range(n):
+      if s > 1 and b == 0:
+        h, w = _half(h), _half(w)
+      out[f"layer{s}.{b}"] = (h, w, resnet.EXPANSION * width)
+  return out
+
+
+def resnet_conv_forward_flops(h: int, w: int, layers: Sequence[str],
+                              stride_in_1x1: bool = False) -> int:
+  """Forward FLOPs of every conv ResNet-50 runs to produce ``layers`` at H x W."""
+  names = resnet.LAYER_NAMES
+  last = max(names.index(l) for l in layers)
+  ho, wo = _half(h), _half(w)
+  total = 2 * 49 * 3 * 64 * ho * wo  # conv1
+  hi, wi, cin = _half(ho), _half(wo), 64  # after the stem pool
+  for s, (n, width) in enumerate(zip(resnet.STAGES, resnet.WIDTHS), 1):
+    for b in range(n):
+      name = f"layer{s}.{b}"
+      if names.index(name) > last:
+        return total
+      down = s > 1 and b == 0
+      ho, wo = (_half(hi), _half(wi)) if down else (hi, wi)
+      cout = resnet.EXPANSION * width
+      p1 = ho * wo if (down and stride_in_1x1) else hi * wi  # Where the first 1x1 runs.
+      total += 2 * cin * width * p1 + 2 * 9 * width * width * ho * wo
+      total += 2 * width * cout * ho * wo
+      if b == 0:
+        total += 2 * cin * cout * ho * wo  # downsample
+      hi, wi, cin = ho, wo, cout
+  return total
+
+
+def resnet_gram_flops(h: int, w: int, style_layers: Sequence[str]) -> int:
+  """FLOPs of the style layers' Gram matrices (forward only) at input H x W."""
+  shapes = resnet_shapes(h, w)
+  return sum(2 * shapes[l][0] * shapes[l][1] * shapes[l][2] ** 2 for l in style_layers)
+
+
+def resnet_eval_flops(h: int, w: int, layers: Sequence[str], style_layers: Sequence[str],
+                      stride_in_1x1: bool = False) -> int:
+  """FLOPs of one loss + input-gradient evaluation on ResNet-50 (module docstring)."""
+  return (2 * resnet_conv_forward_flops(h, w, layers, stride_in_1x1)
+          + 2 * resnet_gram_flops(h, w, style_layers))
+
+
+def for_backbone(backbone, h: int, w: int, layers: Sequence[str],
+                 style_layers: Sequence[str]) -> int | None:
+  """The evaluation count for ``backbone`` (a VGG or a ResNet), or None for another."""
+  if isinstance(backbone, resnet.ResNet):
+    return resnet_eval_flops(h, w, layers, style_layers, backbone.stride_in_1x1)
+  arch = getattr(backbone, "arch", None)
+  return None if arch is None else eval_flops(h, w, layers, style_layers, arch)

@@ -44,7 +44,8 @@ class BenchConfig:
   matmul that measures the peak. seed_scaling: "off", "on" (after the rest) or "only" —
   the issue-4 figure (``seed_scaling.py``) at ``seed_sizes`` (px) for ``seed_counts`` seeds
   of ``seed_steps`` L-BFGS steps each. backbone: the network (``jnst.backbones`` name); the
-  params passed to ``run`` must be its.
+  params passed to ``run`` must be its. end_to_end: False measures per-evaluation figures
+  only (no optimiser runs, no time to a common loss).
   """
   sizes: tuple[int, ...] = (128, 256)
   frameworks: tuple[str, ...] = FRAMEWORKS
@@ -64,6 +65,7 @@ class BenchConfig:
   seed_counts: tuple[int, ...] = (1, 2, 4, 8, 16)
   seed_steps: int = 10
   backbone: str = "vgg19"
+  end_to_end: bool = True
 
   def validate(self) -> BenchConfig:
     bad = [f for f in self.frameworks if f not in FRAMEWORKS]
@@ -377,9 +379,8 @@ def _main_suite(rec: Recorder, params, content_path, style_path, cfg: BenchConfi
     h, w = content.shape[:2]
     shapes[size] = [h, w]
     problem = scfg.build(params, Inputs(content, (style,)))
-    arch = getattr(problem.backbone, "arch", None)  # The analytic count knows VGGs only.
-    n_flops = None if arch is None else flops.eval_flops(
-        h, w, problem.objective.layers, problem.backbone.default_style_layers, arch)
+    n_flops = flops.for_backbone(problem.backbone, h, w, problem.objective.layers,
+                                 problem.data["layer_weights"]["style"])
     log(f"size {size} ({w}x{h}): " + ("FLOPs not counted for this backbone" if n_flops is None
                                       else f"{n_flops / 1e9:.2f} GFLOP per evaluation"))
     tp = None
@@ -392,10 +393,12 @@ def _main_suite(rec: Recorder, params, content_path, style_path, cfg: BenchConfi
     if size in cfg.sizes:
       if "jax" in cfg.frameworks:
         jax_eval(rec, problem, size, cfg, n_flops)
-        runs["jax"] = jax_end_to_end(rec, problem, size, cfg)
+        if cfg.end_to_end:
+          runs["jax"] = jax_end_to_end(rec, problem, size, cfg)
       if tp is not None:
         torch_eval(rec, tp, size, cfg, n_flops)
-        runs["torch"] = torch_end_to_end(rec, tp, size, cfg)
+        if cfg.end_to_end:
+          runs["torch"] = torch_end_to_end(rec, tp, size, cfg)
       time_to_common_loss(rec, size, runs)
     if size == seed_size:
       noise = dataclasses.replace(scfg, init="noise").build(params, Inputs(content, (style,)))

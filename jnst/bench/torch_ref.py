@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 import jnst.optimize as optimize
-from jnst.backbones import resnet, vgg
+from jnst.backbones import resnet, scales_for, vgg
 from jnst.experiments import StylizeConfig
 from jnst.errors import JnstError
 
@@ -257,7 +257,7 @@ def stylize_problem(params, content, styles: Sequence, cfg: StylizeConfig,
         style_t[l] = style_t[l] + (b / float(sum(blend))) * gram(feats[l])[0]
   cw = cfg.content_layer_weights or [1.0] * len(c_layers)
   sw = cfg.style_layer_weights or [1.0 / len(s_layers)] * len(s_layers)
-  scales = dict(bb.term_scales)
+  scales = scales_for(bb, cfg.variant)
   weights = {"content": cfg.content_weight * scales.get("content", 1.0),
              "style": cfg.style_weight * scales.get("style", 1.0), "tv": cfg.tv_weight,
              "content_layers": dict(zip(c_layers, cw)), "style_layers": dict(zip(s_layers, sw))}
