@@ -149,7 +149,9 @@ def test_features_stop_at_deepest_requested_layer():
   params = resnet.RESNET50.init_random(jax.random.key(0))
   x = np.zeros((1, 32, 32, 3), np.float32)
   jaxpr = jax.make_jaxpr(lambda im: resnet.RESNET50.extract(params, im, ["layer1.0"]))(x)
-  assert str(jaxpr).count("conv_general_dilated") == 5  # conv1 + block (3 convs + shortcut).
+  # conv1 + one block: its 3x3 conv, and three 1x1 convs (two + the shortcut) as matmuls.
+  assert str(jaxpr).count("conv_general_dilated") == 2
+  assert str(jaxpr).count("dot_general") == 3
   out = resnet.RESNET50.extract(params, x + 0.5, ["relu", "layer4.2"])
   assert out["layer4.2"].shape == (1, 1, 1, 2048) and out["relu"].shape == (1, 16, 16, 64)
   assert all(np.isfinite(v).all() for v in out.values())

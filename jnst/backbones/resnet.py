@@ -58,6 +58,7 @@ term_scales"): with 1, batch-normed features make the default β far too weak.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -70,6 +71,7 @@ import numpy as np
 
 import jnst.params_file as params_file
 from jnst.backbones.input_space import MeanStdInput
+from jnst.backbones.vgg import conv3x3, grad_kernel
 from jnst.errors import JnstError
 from jnst.fetch import Log, sha256, stderr_log
 
@@ -135,6 +137,42 @@ ALIASES = _aliases()
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
+def strided_conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
+  """Cross-correlation with ``stride`` and ``pad`` zeros on every side, (N, H, W, Cin) x
+  (k, k, Cin, Cout) -> (N, (H + 2 pad - k) // stride + 1, ..., Cout), whose input gradient
+  is written as a plain input-dilated conv with ``vgg.grad_kernel(kernel)`` (the same numbers
+  as JAX's own rule; see ``vgg.conv3x3`` for why)."""
+  return _strided(x, kernel, grad_kernel(kernel), stride, pad)
+
+
+def _strided_fwd_only(x, kernel, stride, pad):
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
+                                      dimension_numbers=_DN)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _strided(x, kernel, kernel_t, stride, pad):
+  return _strided_fwd_only(x, kernel, stride, pad)
+
+
+def _strided_fwd(x, kernel, kernel_t, stride, pad):
+  return _strided_fwd_only(x, kernel, stride, pad), (x, kernel, kernel_t)
+
+
+def _strided_bwd(stride, pad, res, g):
+  x, kernel, kernel_t = res
+  k = kernel.shape[0]
+  # The input positions the last output window did not reach get a zero gradient.
+  pads = [(k - 1 - pad, k - 1 - pad + (n + 2 * pad - k) % stride) for n in x.shape[1:3]]
+  dx = jax.lax.conv_general_dilated(g, kernel_t, (1, 1), pads, lhs_dilation=(stride, stride),
+                                    dimension_numbers=_DN)
+  _, kernel_vjp = jax.vjp(lambda w: _strided_fwd_only(x, w, stride, pad), kernel)
+  return dx, kernel_vjp(g)[0], jnp.zeros_like(kernel_t)
+
+
+_strided.defvjp(_strided_fwd, _strided_bwd)
+
+
 class ConvBias(nn.Module):
   """A conv with a bias (batch norm folded in): {"kernel": HWIO, "bias"}; ``pad`` zeros on
   every side; initialised He-normal and zeros (``ResNet.init_random`` re-draws them)."""
@@ -149,8 +187,15 @@ class ConvBias(nn.Module):
                         (self.size, self.size, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     pad = self.size // 2
-    y = jax.lax.conv_general_dilated(x, kernel.astype(self.dtype), (self.stride,) * 2,
-                                     ((pad, pad), (pad, pad)), dimension_numbers=_DN)
+    # XLA:CPU leaves autodiff's transposed convs off its fast conv path inside a compiled
+    # loop (BENCHMARKS.md, issue 16): every conv here has an explicit input gradient.
+    kernel = kernel.astype(self.dtype)
+    if self.size == 3 and self.stride == 1:
+      y = conv3x3(x, kernel)
+    elif self.size == 1:
+      y = jnp.einsum("nhwc,cd->nhwd", x[:, ::self.stride, ::self.stride], kernel[0, 0])
+    else:
+      y = strided_conv(x, kernel, self.stride, pad)
     return y + bias.astype(self.dtype)
 
 

@@ -86,7 +86,8 @@ def _dims(shape: str) -> list[int]:
 def classify_jax(op: dict, body: str = "") -> str:
   """The class (``CLASSES``) of one XLA op (an ``hlo_ops`` entry) and, for a fusion, the text
   of its fused computation: a fusion holding a convolution or dot is classed by that op;
-  forward and backward are told apart by the ``transpose(`` of autodiff's op names. The Gram's
+  forward and backward are told apart by the ``transpose(`` of autodiff's op names; a dot
+  inside the backbone (``…Net)/…``) is a 1x1 conv. The Gram's
   own VJP (``losses._gram``: one (M, C) x (C, C) product) carries no op name: a dot whose
   result is not square is its backward."""
   lines = [op | {"line": ""}] if not body else []
@@ -100,6 +101,8 @@ def classify_jax(op: dict, body: str = "") -> str:
   if convs:
     return "conv_bwd" if "transpose(" in convs[0]["op_name"] else "conv_fwd"
   dots = [l for l in lines if l["opcode"] == "dot"]
+  if dots and "Net" in dots[0]["op_name"]:  # A backbone's 1x1 conv written as a matmul.
+    return "conv_bwd" if "transpose(" in dots[0]["op_name"] else "conv_fwd"
   if dots:
     d = _dims(dots[0]["shape"])
     square = len(d) >= 2 and d[-1] == d[-2]
@@ -234,12 +237,13 @@ def _jax_programs(problem, chunk: int):
 
 
 def profile_size(params, content_path, style_path, size: int, repeats: int, chunk: int,
-                 frameworks=("jax", "torch")) -> dict:
-  """{"jax_alone", "jax_loop", "torch": profile dicts} at one size."""
+                 frameworks=("jax", "torch"), backbone: str = "vgg19") -> dict:
+  """{"jax_alone", "jax_loop", "torch": profile dicts} at one size, the stylize defaults of
+  ``backbone`` (``params`` are its weights)."""
   from jnst.bench import suite
   from jnst.experiments import Inputs, StylizeConfig
   content, style = suite.load_pair(content_path, style_path, size)
-  scfg = StylizeConfig().validate()
+  scfg = StylizeConfig(backbone=backbone).validate()
   problem = scfg.build(params, Inputs(content, (style,)))
   out = {"size": size, "hw": list(content.shape[:2])}
   if "jax" in frameworks:
@@ -330,6 +334,9 @@ def main(argv=None) -> list[dict]:
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--chunk", type=int, default=4, help="Adam steps per compiled loop call")
   p.add_argument("--frameworks", default="jax,torch")
+  p.add_argument("--backbone", default="vgg19")
+  p.add_argument("--random_weights", action="store_true",
+                 help="random weights (same cost; for a backbone without a weights file)")
   p.add_argument("--content", default=None)
   p.add_argument("--style", default=None)
   p.add_argument("--threads", type=int, default=0, help="torch threads (0: every CPU)")
@@ -348,7 +355,9 @@ def main(argv=None) -> list[dict]:
                               None) or str(demo.content_path())
   style = a.style or next((str(p) for p in [shared / "starry_night.jpg"] if p.is_file()),
                           None) or str(demo.style_path())
-  _, params = jnst.load_backbone("vgg19", None)
+  bb = jnst.backbones.get(a.backbone)
+  params = (bb.init_random(jax.random.key(0)) if a.random_weights
+            else jnst.load_backbone(a.backbone, None)[1])
   results = []
   if a.conv:
     conv = single_conv(frameworks)
@@ -356,7 +365,7 @@ def main(argv=None) -> list[dict]:
           + ", ".join(f"{k} {v:.0f}" for k, v in conv.items()), flush=True)
     results.append({"single_conv_gflops": conv})
   for size in (int(s) for s in a.sizes.split(",") if s):
-    r = profile_size(params, content, style, size, a.repeats, a.chunk, frameworks)
+    r = profile_size(params, content, style, size, a.repeats, a.chunk, frameworks, a.backbone)
     print(table(r) + "\n", flush=True)
     results.append(r)
   if a.out:
