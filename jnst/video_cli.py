@@ -55,14 +55,14 @@ def load_masks(frame_shape, styles, style_paths) -> tuple[np.ndarray | None, tup
     return None, ()
   if not spec_c:
     raise JnstError("--style_mask needs --content_mask too")
-  if len(spec_s) != len(style_paths):
-    raise JnstError(f"{len(spec_s)} --style_mask files for {len(style_paths)} --style images: "
-                    f"give one mask per style image")
   h, w = frame_shape[:2]
   mw, mh = images.image_size(spec_c)
   if abs(mw * h / mh - w) > 1 + 0.01 * w:
     raise JnstError(f"--content_mask {spec_c} is {mw}x{mh} px, the frames {w}x{h}: one content "
                     f"mask for the whole clip must have the frames' aspect ratio")
+  if len(spec_s) != len(style_paths):
+    raise JnstError(f"{len(spec_s)} --style_mask files for {len(style_paths)} --style images: "
+                    f"give one mask per style image")
   content = images.load_mask(spec_c, (h, w))
   style_masks = []
   for m, path, s in zip(spec_s, style_paths, styles):
