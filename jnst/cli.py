@@ -234,6 +234,8 @@ def define_video_flags():
   _define("float", "first_pass", 0.0, "Batch mode: share of --steps for pass 0 (the rest split "
           "evenly over the later passes; 0: an even split).", check=lambda v: 0 <= v < 1,
           message="must be in [0, 1)")
+  _define("bool", "carry_optimizer", False, "Batch mode: each pass keeps the last pass's "
+          "optimiser state (L-BFGS history, Adam moments) instead of restarting.")
   _define("string", "cache_dir", None, "Finished frames are kept here per run id, to resume "
           "(default: <output>.cache).")
   _define("bool", "camera_move", False, "Instead of --input: a synthetic pan and zoom over "
@@ -253,7 +255,8 @@ def video_config():
                            offsets=offsets, passes=FLAGS.passes, blend=FLAGS.blend,
                            window=FLAGS.window,
                            first_pass=FLAGS.first_pass,
-                           fill_from_init=bool(FLAGS.fast_model)).validate(opt_config())
+                           fill_from_init=bool(FLAGS.fast_model),
+                           carry=FLAGS.carry_optimizer).validate(opt_config())
 
 
 # ------------------------------------------------------------------ flags -> configs

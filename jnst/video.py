@@ -23,7 +23,8 @@ for videos"; repository manuelruder/artistic-videos):
       an earlier window is its final result), frame t starts from
         x_t ← δ x_t^{p−1} + (1 − δ) (c ω + (1 − c) x_t^{p−1})        (δ = ``blend``)
       — Ruder's multi-pass initialisation, eq. 8 — and is optimised for S_p steps (a fresh
-      optimiser state) with the temporal term towards ω weighted by c.
+      optimiser state; ``carry``: pass p−1's, ``carry_state``) with the temporal term
+      towards ω weighted by c.
     result: x^{P−1}.
 
   All frames of a pass move together (Jacobi-style), where Ruder sweeps frame after frame
@@ -49,12 +50,14 @@ continues from exactly the values an uninterrupted one would have.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import jnst.batched as batched
@@ -79,7 +82,10 @@ class VideoConfig:
   fill_from_init: sequential mode's initial image takes the warped previous result only
   where it is reliable (mask c) and the frame's own initial image elsewhere,
   c ω + (1 − c) x0_t (for a feed-forward network's frames as x0_t: ``FrameProblems``'s
-  ``init_frames``); False: Ruder's, ω everywhere.
+  ``init_frames``); False: Ruder's, ω everywhere. carry: batch mode's passes p >= 1 keep
+  the optimiser state of pass p-1 (``carry_state``: L-BFGS's curvature pairs, Adam's
+  moments) instead of starting afresh; best with blend = 1, where the iterate itself
+  carries on and only the temporal target changes.
   """
   mode: str = "sequential"
   temporal_weight: float = 1e9
@@ -89,6 +95,7 @@ class VideoConfig:
   window: int = 0
   first_pass: float = 0.0
   fill_from_init: bool = False
+  carry: bool = False
 
   def validate(self, opt: optimize.OptConfig | None = None) -> VideoConfig:
     if self.mode not in MODES:
@@ -105,6 +112,8 @@ class VideoConfig:
       raise JnstError(f"blend must be in [0, 1], got {self.blend}")
     if self.window < 0:
       raise JnstError(f"window must be >= 0 (0: the whole clip), got {self.window}")
+    if self.carry and self.mode != "batch":
+      raise JnstError("carrying the optimiser state (--carry_optimizer) is for --temporal=batch")
     if not 0 <= self.first_pass < 1:
       raise JnstError(f"first_pass must be in [0, 1) (0: an even split), got {self.first_pass}")
     if opt is not None and self.mode == "batch" and min(self.pass_steps(opt.steps)) < 1:
@@ -513,6 +522,53 @@ def pass_targets(problems, x_prev: np.ndarray, lo: int, n: int, p: int, flows,
   return np.stack(x0).astype(np.float32), targets
 
 
+@functools.lru_cache(maxsize=8)
+def _value_and_grad(loss_fn, data_axes):
+  return jax.jit(jax.vmap(jax.value_and_grad(lambda x, d: loss_fn(x, d)[0]),
+                          in_axes=(0, data_axes)))
+
+
+def carry_state(fresh: optimize.State, prev: optimize.State, value=None,
+                grad=None) -> optimize.State:
+  """The batched optimiser state ``fresh`` (a new pass's, at x0) with ``prev``'s (the last
+  pass's) optimiser carried over; ``value``, ``grad``: the loss and gradient at x0 under the
+  new pass's targets (one evaluation, counted in ``evals``), needed by L-BFGS only (Adam:
+  None, nothing evaluated).
+
+  L-BFGS (optax): the history of curvature pairs (s, y) is kept, and the remembered
+  iterate and gradient are set to x0 − s_last and grad − y_last, so that the first step
+  of the pass adds the last pair again (a BFGS update with a pair already satisfied changes
+  nothing) rather than a pair across the jump to x0 and the change of target, and the
+  initial scaling ⟨s, y⟩/⟨y, y⟩ stays the last pair's; the line search starts from
+  ``value``/``grad`` at x0. A member with fewer than 2 steps so far starts afresh. Adam:
+  the moments and count are kept."""
+  def one(new_opt, old_opt, v, g, x0):
+    out = []
+    for new, old in zip(new_opt, old_opt):
+      if isinstance(new, optax.ScaleByLBFGSState):
+        m = old.weights_memory.shape[0]
+        i = (old.count - 2) % m
+        s, y = old.diff_params_memory[i], old.diff_updates_memory[i]
+        carried = old._replace(params=x0 - s, updates=g - y)
+        new = jax.tree.map(lambda a, b: jnp.where(old.count >= 2, a, b), carried, new)
+      elif isinstance(new, optax.ScaleByZoomLinesearchState):
+        new = new._replace(value=jnp.asarray(v, new.value.dtype), grad=g)
+      elif isinstance(new, optax.ScaleByAdamState):
+        new = old
+      out.append(new)
+    return tuple(out)
+
+  if grad is None:
+    if any(isinstance(o, optax.ScaleByLBFGSState) for o in fresh.opt):
+      raise ValueError("carrying L-BFGS needs the loss and gradient at x0")
+    value = grad = jnp.zeros(fresh.x.shape[:1], jnp.float32)
+    counted = 0
+  else:
+    counted = 1
+  opt = jax.vmap(one)(fresh.opt, prev.opt, value, grad, fresh.x)
+  return fresh._replace(opt=opt, evals=fresh.evals + counted)
+
+
 def run_window(problems, lo, n, cfg: VideoConfig, opt: optimize.OptConfig, key, flows, before,
                clock: _Clock | None = None):
   """Batch mode on one window (``problems`` with the temporal term): (x (N, H, W, 3), per
@@ -538,9 +594,16 @@ def run_window(problems, lo, n, cfg: VideoConfig, opt: optimize.OptConfig, key, 
     if p:
       x_prev, targets = pass_targets(problems, x_prev, lo, n, p, flows, before, cfg.blend)
     data = (data_shared, {"content": content, "temporal": jax.device_put(stack(targets), member)})
-    out = optimize.drive(loss_fn, jax.device_put(batched._pad(x_prev, size), member),
-                         data, pass_opts[p], vmap=vmap,
-                         place=lambda s: jax.device_put(s, member), fetch=batched.gather)
+    x0 = jax.device_put(batched._pad(x_prev, size), member)
+    adjust = None
+    if cfg.carry and p:
+      value = grad = None
+      if opt.optimizer == "lbfgs":  # Adam needs no evaluation at x0.
+        value, grad = _value_and_grad(loss_fn, vmap.data_axes)(x0, data)
+      adjust = lambda s, prev=out.state, v=value, g=grad: carry_state(s, prev, v, g)
+    out = optimize.drive(loss_fn, x0, data, pass_opts[p], vmap=vmap,
+                         place=lambda s: jax.device_put(s, member), fetch=batched.gather,
+                         adjust=adjust)
     x_prev = batched.gather(out.state.x)[:num]
     evals += batched.gather(out.state.evals)[:num] + 1
     secs += out.seconds["total"]

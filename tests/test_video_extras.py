@@ -255,3 +255,72 @@ def test_script_refuses_up_front(tmp_path, clip_files, args, message):
   lines = p.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], p.stderr
   assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_carried_lbfgs_state_keeps_its_curvature():
+  """A separable quadratic whose target moves between passes (as the temporal target
+  does; the curvature stays): L-BFGS carried over (``video.carry_state``) keeps its history
+  and its first step gets far closer to the new minimum than a restarted one."""
+  a = jnp.array([1.0, 10.0, 100.0])
+
+  def loss_fn(x, d):
+    return jnp.sum(a * (x - d) ** 2), {}
+
+  cfg = optimize.OptConfig(steps=8, learning_rate=1.0, lbfgs_memory=10).validate()
+  step = jax.jit(jax.vmap(optimize.make_step(loss_fn, cfg), in_axes=(0, 0)))
+  init = jax.jit(jax.vmap(lambda x: optimize.init_state(x, cfg)))
+  state = init(jnp.array([[3.0, -2.0, 1.0], [0.5, 0.5, 0.5]]))
+  for _ in range(4):
+    state, _ = step(state, jnp.zeros((2, 3)))
+  moved = jnp.array([[1.0, 2.0, 3.0], [-1.0, 0.0, 1.0]])  # The new pass's target.
+  new_loss = jax.vmap(lambda x, d: loss_fn(x, d)[0])
+  value, grad = jax.vmap(jax.value_and_grad(lambda x, d: loss_fn(x, d)[0]))(state.x, moved)
+  carried = video.carry_state(init(state.x), state, value, grad)
+  lb_old, lb_new = state.opt[0], carried.opt[0]
+  np.testing.assert_array_equal(lb_new.diff_params_memory, lb_old.diff_params_memory)
+  np.testing.assert_array_equal(lb_new.count, lb_old.count)
+  s_last = np.asarray(lb_old.diff_params_memory)[:, 2]  # The 4th step's pair: slot 2.
+  np.testing.assert_allclose(lb_new.params, np.asarray(state.x) - s_last, rtol=1e-6)
+  assert np.all(np.asarray(carried.evals) == 1)
+  one, _ = step(carried, moved)
+  restarted, _ = step(init(state.x), moved)
+  after, fresh = np.asarray(new_loss(one.x, moved)), np.asarray(new_loss(restarted.x, moved))
+  assert np.all(after < fresh) and after[0] < 0.1 * fresh[0], (after, fresh)
+
+
+def test_batch_mode_carries_the_optimiser_across_passes(random_params, pan):
+  frames, known, style = pan
+  problems = video.FrameProblems(CFG, random_params, frames, [style])
+  cfg = video.VideoConfig(mode="batch", passes=2, temporal_weight=1e7, blend=1.0)
+  plain = video.run(problems, cfg, OPT, flows=known)
+  carried = video.run(problems, dataclasses.replace(cfg, carry=True), OPT, flows=known)
+  assert np.all(np.isfinite(carried.x)) and not np.allclose(carried.x, plain.x)
+  # L-BFGS without a line search: pass 1 evaluates its start once more (counted).
+  assert [f["evaluations"] for f in carried.frames] == [
+      f["evaluations"] + 1 for f in plain.frames]
+  # Adam needs no evaluation at the start: the same count, a different result.
+  adam = dataclasses.replace(OPT, optimizer="adam", learning_rate=2.0)
+  plain = video.run(problems, cfg, adam, flows=known)
+  carried = video.run(problems, dataclasses.replace(cfg, carry=True), adam, flows=known)
+  assert not np.allclose(carried.x, plain.x)
+  assert [f["evaluations"] for f in carried.frames] == [f["evaluations"] for f in plain.frames]
+  with pytest.raises(JnstError, match="--temporal=batch"):
+    video.VideoConfig(mode="sequential", carry=True).validate()
+
+
+def test_carried_adam_keeps_its_moments():
+  x = jnp.ones((2, 3))
+  cfg = optimize.OptConfig(optimizer="adam", steps=3, learning_rate=0.1).validate()
+  init = jax.vmap(lambda x: optimize.init_state(x, cfg))
+  step = jax.vmap(optimize.make_step(lambda x, d: (jnp.sum((x - d) ** 2), {}), cfg))
+  state = init(x)
+  for _ in range(3):
+    state, _ = step(state, jnp.zeros((2, 3)))
+  carried = video.carry_state(init(state.x), state)
+  np.testing.assert_array_equal(carried.opt[0].mu, state.opt[0].mu)
+  np.testing.assert_array_equal(carried.opt[0].count, [3, 3])
+  assert np.all(np.asarray(carried.evals) == 0)
+  with pytest.raises(ValueError, match="L-BFGS"):
+    lb = optimize.OptConfig(steps=3).validate()
+    fresh = jax.vmap(lambda x: optimize.init_state(x, lb))(x)
+    video.carry_state(fresh, fresh)
