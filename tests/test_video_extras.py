@@ -173,6 +173,10 @@ def test_memory_estimate_multiplies_by_the_window():
   assert fast.parts["lbfgs"] == 0 and fast.parts["clip"] > one.parts["clip"]
   with pytest.raises(JnstError, match="lower --window"):
     memory.check_fits(four, four.bytes // 2, flags={"batch": "--window"})
+  carried = video_cli.estimate(CFG, dataclasses.replace(batch, window=4, carry=True), shape, 16,
+                               styles)
+  assert carried.parts["carried"] == four.parts["lbfgs"]  # The old history beside the new.
+  assert carried.bytes == four.bytes + four.parts["lbfgs"] and "carried" not in four.parts
 
 
 # ---------------------------------------------------------------- the script
