@@ -22,8 +22,10 @@ program. N = 1 is the single network. How the N updates run (``MEMBER_MAPS``): "
 (on XLA:CPU every conv of the N networks becomes a grouped conv, ``feature_group_count=N``,
 which runs far slower than N plain convs: BENCHMARKS.md, "Feed-forward"); "map" runs them
 one after another inside the same compiled program (``jax.lax.map`` over the stacked
-params, plain convs); "auto" (the default) picks "map" on CPU with N > 1, else "vmap"
-(``resolve_member_map``). Both give the same params (``tests/test_feedforward_map.py``).
+params, plain convs) — measured far slower still on XLA:CPU (about 6x vmap's step, N = 2, 128 px;
+BENCHMARKS.md), so "auto" (the default) is "vmap" everywhere for now (``resolve_member_map``)
+and "map" stays an option to measure on other platforms. Both give the same params
+(``tests/test_feedforward_map.py``).
 Members come from several style images × the values of
 one swept loss weight (style-major), all starting from the same initial params.
 
@@ -228,13 +230,15 @@ def init_state(cfg: FFConfig, n: int) -> dict:
 
 
 def resolve_member_map(member_map: str, n: int, platform: str | None = None) -> str:
-  """"vmap" or "map" for N = ``n`` networks (module docstring): "auto" is "map" on CPU
-  (``platform``, default the default backend) when n > 1, else "vmap"."""
+  """"vmap" or "map" for N = ``n`` networks on ``platform`` (default: the default backend;
+  module docstring): "auto" is "vmap" (lax.map measured slower on XLA:CPU; no platform
+  measured where it wins yet)."""
   if member_map not in MEMBER_MAPS:
     raise JnstError(f"unknown member_map {member_map!r}: use auto, vmap or map")
   if member_map != "auto":
     return member_map
-  return "map" if n > 1 and (platform or jax.default_backend()) == "cpu" else "vmap"
+  del n, platform  # The choice may depend on them once other platforms are measured.
+  return "vmap"
 
 
 def step(state: dict, batch, shared, members, *, obj, net: tuple, learning_rate: float,

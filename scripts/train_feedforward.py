@@ -47,7 +47,8 @@ _SAMPLE = F.DEFINE_integer("sample_every", 500, "Steps between sample sheets.", 
 _LOG = F.DEFINE_integer("log_every", 50, "Steps between progress lines.", lower_bound=0)
 _HOLD = F.DEFINE_integer("hold_out", 2, "Photos held back for samples.", lower_bound=0)
 _MAP = F.DEFINE_enum("member_map", "auto", ["auto", "vmap", "map"], "N networks: vmap (batched; "
-                     "grouped convs), map (one after another, one program); auto: map on CPU.")
+                     "grouped convs), map (one after another, one program; slower on CPU); "
+                     "auto: vmap.")
 _DIST = F.DEFINE_bool("distributed", False, "Multi-host: jax.distributed.initialize() first.")
 
 
