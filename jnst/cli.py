@@ -231,10 +231,21 @@ def define_video_flags():
           "next initial image.", check=lambda v: 0 <= v <= 1, message="must be in [0, 1]")
   _define("integer", "window", 0, "Batch mode: frames per batch (0: the whole clip).",
           lower_bound=0)
+  _define("float", "first_pass", 0.0, "Batch mode: share of --steps for pass 0 (the rest split "
+          "evenly over the later passes; 0: an even split).", check=lambda v: 0 <= v < 1,
+          message="must be in [0, 1)")
+  _define("bool", "carry_optimizer", False, "Batch mode: each pass keeps the last pass's "
+          "optimiser state (L-BFGS history, Adam moments) instead of restarting.")
   _define("string", "cache_dir", None, "Finished frames are kept here per run id, to resume "
           "(default: <output>.cache).")
   _define("bool", "camera_move", False, "Instead of --input: a synthetic pan and zoom over "
           "--content (default: the demo photo) with known flow; --max_frames frames (default 8).")
+  _define("string", "fast_model", None, "A feed-forward model (scripts/train_feedforward.py's "
+          "--output dir or a checkpoint): its frames start the optimisation (sequential: where "
+          "the warped previous frame is unreliable), or with --fast_only are the result.")
+  _define("string", "fast_network", "0", "Which network of --fast_model: index or label.")
+  _define("bool", "fast_only", False, "With --fast_model: the network's frames are the result "
+          "(no optimisation; losses and warping error still recorded).")
 
 
 def video_config():
@@ -242,7 +253,10 @@ def video_config():
   offsets = _ints(FLAGS.temporal_offsets, "temporal_offsets")
   return video.VideoConfig(mode=FLAGS.temporal, temporal_weight=FLAGS.temporal_weight,
                            offsets=offsets, passes=FLAGS.passes, blend=FLAGS.blend,
-                           window=FLAGS.window).validate(opt_config())
+                           window=FLAGS.window,
+                           first_pass=FLAGS.first_pass,
+                           fill_from_init=bool(FLAGS.fast_model),
+                           carry=FLAGS.carry_optimizer).validate(opt_config())
 
 
 # ------------------------------------------------------------------ flags -> configs

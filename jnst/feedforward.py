@@ -18,7 +18,15 @@ with α, β, γ = ``content_weight``, ``style_weight``, ``tv_weight``.
 N networks at once: the train state holds N networks' params and Adam states stacked on a
 leading axis; ``train_step`` ``vmap``s one network's update over it with its own *member*
 data (loss weights and style Gram), sharing the batch, the backbone params and one compiled
-program. N = 1 is the single network. Members come from several style images × the values of
+program. N = 1 is the single network. How the N updates run (``MEMBER_MAPS``): "vmap" batches them
+(on XLA:CPU every conv of the N networks becomes a grouped conv, ``feature_group_count=N``,
+which runs far slower than N plain convs: BENCHMARKS.md, "Feed-forward"); "map" runs them
+one after another inside the same compiled program (``jax.lax.map`` over the stacked
+params, plain convs) — measured far slower still on XLA:CPU (about 6x vmap's step, N = 2, 128 px;
+BENCHMARKS.md), so "auto" (the default) is "vmap" everywhere for now (``resolve_member_map``)
+and "map" stays an option to measure on other platforms. Both give the same params
+(``tests/test_feedforward_map.py``).
+Members come from several style images × the values of
 one swept loss weight (style-major), all starting from the same initial params.
 
 Data parallel: the batch (B, H, W, 3) is sharded on its first axis over a 1-D mesh
@@ -51,6 +59,7 @@ import jnst.transformer_net as transformer_net
 from jnst.errors import JnstError
 
 AXIS = "batch"
+MEMBER_MAPS = ("auto", "vmap", "map")
 SWEEPABLE = {"content_weight": "content", "style_weight": "style", "tv_weight": "tv"}
 
 
@@ -220,9 +229,23 @@ def init_state(cfg: FFConfig, n: int) -> dict:
           "opt_state": jax.vmap(make_tx(cfg.learning_rate).init)(stacked)}
 
 
-def step(state: dict, batch, shared, members, *, obj, net: tuple, learning_rate: float):
+def resolve_member_map(member_map: str, n: int, platform: str | None = None) -> str:
+  """"vmap" or "map" for N = ``n`` networks on ``platform`` (default: the default backend;
+  module docstring): "auto" is "vmap" (lax.map measured slower on XLA:CPU; no platform
+  measured where it wins yet)."""
+  if member_map not in MEMBER_MAPS:
+    raise JnstError(f"unknown member_map {member_map!r}: use auto, vmap or map")
+  if member_map != "auto":
+    return member_map
+  del n, platform  # The choice may depend on them once other platforms are measured.
+  return "vmap"
+
+
+def step(state: dict, batch, shared, members, *, obj, net: tuple, learning_rate: float,
+         member_map: str = "vmap"):
   """One Adam step of every network on ``batch``: (new state, {"loss": (N,), "terms":
-  {term: (N,)}}). Pure; ``train_step`` is its jitted, donated form."""
+  {term: (N,)}}). Pure; ``train_step`` is its jitted, donated form. ``member_map``: "vmap"
+  or "map" (module docstring)."""
   tx = make_tx(learning_rate)
 
   def one(params, opt_state, member):
@@ -231,23 +254,31 @@ def step(state: dict, batch, shared, members, *, obj, net: tuple, learning_rate:
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, value, terms
 
-  params, opt_state, value, terms = jax.vmap(one)(state["params"], state["opt_state"], members)
+  args = (state["params"], state["opt_state"], members)
+  if member_map == "map":
+    params, opt_state, value, terms = jax.lax.map(lambda a: one(*a), args)
+  else:
+    params, opt_state, value, terms = jax.vmap(one)(*args)
   return ({"step": state["step"] + 1, "params": params, "opt_state": opt_state},
           {"loss": value, "terms": terms})
 
 
-def train_step(obj: objective.Objective, cfg: FFConfig):
+def train_step(obj: objective.Objective, cfg: FFConfig, member_map: str = "vmap"):
   """``step`` for ``cfg``'s network and learning rate, jitted with the state donated (its
   buffers are reused for the new state). Compiled once per (objective, network, learning
-  rate, shapes): loss weights and style targets are data, so configs that differ only in
-  them share the program."""
-  return _train_step(obj, (cfg.width, cfg.num_res_blocks), float(cfg.learning_rate))
+  rate, member map, shapes): loss weights and style targets are data, so configs that
+  differ only in them share the program. ``member_map``: "vmap" or "map" (resolve "auto"
+  first with ``resolve_member_map``)."""
+  if member_map not in ("vmap", "map"):
+    raise JnstError(f"member_map must be vmap or map here, got {member_map!r}")
+  return _train_step(obj, (cfg.width, cfg.num_res_blocks), float(cfg.learning_rate),
+                     member_map)
 
 
 @functools.lru_cache(maxsize=16)
-def _train_step(obj, net, learning_rate):
-  return jax.jit(functools.partial(step, obj=obj, net=net, learning_rate=learning_rate),
-                 donate_argnums=0)
+def _train_step(obj, net, learning_rate, member_map="vmap"):
+  return jax.jit(functools.partial(step, obj=obj, net=net, learning_rate=learning_rate,
+                                   member_map=member_map), donate_argnums=0)
 
 
 @functools.lru_cache(maxsize=16)

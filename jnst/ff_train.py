@@ -38,7 +38,8 @@ class RunOptions:
   data_dir: folder of photos; output: directory; resume: continue from its newest checkpoint;
   *_every: steps between checkpoints / sample sheets / progress lines (0: only at the end);
   keep: checkpoints kept; hold_out: photos kept back for samples; sample_size: their max side
-  (None: image_size)."""
+  (None: image_size); member_map: how N networks' updates run, auto | vmap | map
+  (``feedforward.resolve_member_map``; the same result, a different speed)."""
   styles: tuple[str, ...]
   data_dir: str
   output: str
@@ -49,6 +50,7 @@ class RunOptions:
   log_every: int = 50
   hold_out: int = 2
   sample_size: int | None = None
+  member_map: str = "auto"
 
 
 def _due(step: int, every: int, last: int) -> bool:
@@ -101,7 +103,9 @@ def train_and_evaluate(cfg: feedforward.FFConfig, opts: RunOptions, params,
           for p in (photos.held or photos.train[:1])]
   state = feedforward.replicate(state, m)
   shared, members = feedforward.replicate((setup.shared, setup.members), m)
-  step_fn = feedforward.train_step(setup.objective, cfg)
+  member_map = feedforward.resolve_member_map(opts.member_map, setup.n,
+                                              m.devices.flat[0].platform)
+  step_fn = feedforward.train_step(setup.objective, cfg, member_map)
   loader = data.Loader(photos.train, cfg.image_size, cfg.batch_size, cfg.seed, start, cfg.steps,
                        offset=jax.process_index() * local, local=local, log=log)
   losses = [np.asarray(history.get("loss", np.zeros((0, setup.n))), np.float64)]
@@ -110,7 +114,8 @@ def train_and_evaluate(cfg: feedforward.FFConfig, opts: RunOptions, params,
   pending, saved, t0, t_first = [], start, time.perf_counter(), None
   log(f"training {setup.n} network(s) [{', '.join(setup.labels)}] on {len(photos.train)} photos "
       f"({len(photos.held)} held back), {cfg.image_size} px, batch {cfg.batch_size} over "
-      f"{m.size} device(s), steps {start}..{cfg.steps}")
+      f"{m.size} device(s), steps {start}..{cfg.steps}"
+      + (f", networks by {member_map}" if setup.n > 1 else ""))
 
   def flush():
     got = batched.gather(pending)
@@ -163,6 +168,7 @@ def train_and_evaluate(cfg: feedforward.FFConfig, opts: RunOptions, params,
   loss_hist = np.concatenate(losses)
   rec = {"versions": records.versions(), **meta, "steps": cfg.steps, "start_step": start,
          "devices": [str(d) for d in m.devices.flat], "processes": jax.process_count(),
+         "member_map": {"asked": opts.member_map, "ran": member_map},
          "data": {"dir": str(opts.data_dir), "train": len(photos.train),
                   "held": [str(p) for p in photos.held],
                   "skipped": list(photos.skipped) + loader.skipped},

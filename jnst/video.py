@@ -12,16 +12,19 @@ for videos"; repository manuelruder/artistic-videos):
   c_k ← max(c_k − Σ_{j<k} c_j, 0)), ``opt.steps`` steps each.
 * ``batch`` — every frame of a window of ``window`` frames (0: the whole clip) optimised at
   once, one vmapped (and device-sharded) batch, coupled through their previous-pass values.
-  The documented multi-pass schedule (``passes`` = P, S = ``opt.steps // P`` steps a pass):
+  The documented multi-pass schedule (``passes`` = P; ``VideoConfig.pass_steps`` splits
+  ``opt.steps``: S_0 = round(``first_pass`` · steps) for pass 0 and the rest evenly over the
+  later passes, S_p each; ``first_pass`` = 0 splits evenly, S_p = steps // P):
 
-    pass 0: frame t from ``Problem.x0`` (as ``none``), no temporal term (masks 0), S steps.
+    pass 0: frame t from ``Problem.x0`` (as ``none``), no temporal term (masks 0), S_0 steps.
     pass p ≥ 1: direction forward if p is odd (neighbour n = t−1), backward if even
       (n = t+1). With ω = x_n^{p−1} warped to t and c its reliability mask (0 where the
       neighbour does not exist yet: beyond the clip, or in a later window; a neighbour in
       an earlier window is its final result), frame t starts from
         x_t ← δ x_t^{p−1} + (1 − δ) (c ω + (1 − c) x_t^{p−1})        (δ = ``blend``)
-      — Ruder's multi-pass initialisation, eq. 8 — and is optimised for S steps (a fresh
-      optimiser state) with the temporal term towards ω weighted by c.
+      — Ruder's multi-pass initialisation, eq. 8 — and is optimised for S_p steps (a fresh
+      optimiser state; ``carry``: pass p−1's, ``carry_state``) with the temporal term
+      towards ω weighted by c.
     result: x^{P−1}.
 
   All frames of a pass move together (Jacobi-style), where Ruder sweeps frame after frame
@@ -33,6 +36,11 @@ A run takes a sequence of per-frame problems (``frame_problems`` builds them laz
 ``StylizeConfig``) and a flow provider ``flows(t, s) -> (flow(t, s), mask)`` (default:
 OpenCV DIS on the content frames, ``jnst.flow``; a synthetic clip passes its true flow,
 ``flow.CameraMove``).
+A feed-forward network's frames (``fast_frames``) can start every frame
+(``FrameProblems(init_frames=…)``; sequential mode with ``fill_from_init`` takes the warped
+previous result only where it is reliable), or be the result: ``score`` records their
+losses and warping error without optimising. One content mask (``FrameProblems``'s
+``content_mask``/``style_masks``) applies to every frame.
 ``store`` (optional) keeps finished frames so an interrupted run resumes: ``store.load(t)``
 gives ``(x, info)`` or None, ``store.save(t, x, info)`` keeps one (``jnst.video_io`` has the
 on-disk one). Frames are stored in the backbone's input space as float32, so a resumed run
@@ -42,12 +50,14 @@ continues from exactly the values an uninterrupted one would have.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import jnst.batched as batched
@@ -67,7 +77,15 @@ class VideoConfig:
   mode: none | sequential | batch. temporal_weight: the weight of the temporal term (its
   raw value is a mean squared difference in RGB 0-255 steps). offsets: sequential mode's
   earlier frames (1 = the previous one). passes, blend, window: batch mode's P, δ and
-  frames per batch (0: all).
+  frames per batch (0: all). first_pass: batch mode's share of the steps for pass 0 (the
+  rest split evenly over the later passes; 0: every pass ``steps // passes``).
+  fill_from_init: sequential mode's initial image takes the warped previous result only
+  where it is reliable (mask c) and the frame's own initial image elsewhere,
+  c ω + (1 − c) x0_t (for a feed-forward network's frames as x0_t: ``FrameProblems``'s
+  ``init_frames``); False: Ruder's, ω everywhere. carry: batch mode's passes p >= 1 keep
+  the optimiser state of pass p-1 (``carry_state``: L-BFGS's curvature pairs, Adam's
+  moments) instead of starting afresh; best with blend = 1, where the iterate itself
+  carries on and only the temporal target changes.
   """
   mode: str = "sequential"
   temporal_weight: float = 1e9
@@ -75,6 +93,9 @@ class VideoConfig:
   passes: int = 4
   blend: float = 0.5
   window: int = 0
+  first_pass: float = 0.0
+  fill_from_init: bool = False
+  carry: bool = False
 
   def validate(self, opt: optimize.OptConfig | None = None) -> VideoConfig:
     if self.mode not in MODES:
@@ -91,10 +112,22 @@ class VideoConfig:
       raise JnstError(f"blend must be in [0, 1], got {self.blend}")
     if self.window < 0:
       raise JnstError(f"window must be >= 0 (0: the whole clip), got {self.window}")
-    if opt is not None and self.mode == "batch" and opt.steps < self.passes:
-      raise JnstError(f"batch mode splits --steps={opt.steps} over {self.passes} passes: give "
-                      f"at least {self.passes} steps")
+    if self.carry and self.mode != "batch":
+      raise JnstError("carrying the optimiser state (--carry_optimizer) is for --temporal=batch")
+    if not 0 <= self.first_pass < 1:
+      raise JnstError(f"first_pass must be in [0, 1) (0: an even split), got {self.first_pass}")
+    if opt is not None and self.mode == "batch" and min(self.pass_steps(opt.steps)) < 1:
+      raise JnstError(f"batch mode splits --steps={opt.steps} over {self.passes} passes"
+                      f"{f' (--first_pass={self.first_pass:g})' if self.first_pass else ''}: "
+                      f"give more steps")
     return self
+
+  def pass_steps(self, steps: int) -> tuple[int, ...]:
+    """Batch mode's steps per pass out of a frame's ``steps`` (module docstring)."""
+    if not self.first_pass:
+      return (steps // self.passes,) * self.passes
+    first = round(self.first_pass * steps)
+    return (first,) + ((steps - first) // (self.passes - 1),) * (self.passes - 1)
 
   @property
   def num_targets(self) -> int:
@@ -108,15 +141,36 @@ class VideoConfig:
 class FrameProblems(Sequence):
   """The ``Problem`` of each content frame under one ``StylizeConfig``, built on demand:
   the style target once (frame 0's problem), then per frame only its content target, its
-  initial image (``cfg.init``: the frame itself for "content") and original colours."""
+  initial image (``cfg.init``: the frame itself for "content") and original colours.
+
+  ``init_frames``: per-frame initial images, RGB [0, 1] (T, H, W, 3) (e.g. a feed-forward
+  network's output, ``fast_frames``), instead of ``cfg.init``. ``content_mask`` /
+  ``style_masks``: guided style transfer (``jnst.masks``) with one content mask for the
+  whole clip (the frames' (H, W)), applied to every frame: the masked style target is
+  built once and shared, as the style target is."""
 
   def __init__(self, cfg: experiments.StylizeConfig, params, frames: Sequence[np.ndarray],
-               styles: Sequence[np.ndarray], init_image: np.ndarray | None = None):
+               styles: Sequence[np.ndarray], init_image: np.ndarray | None = None,
+               init_frames: Sequence[np.ndarray] | None = None,
+               content_mask: np.ndarray | None = None, style_masks: Sequence[np.ndarray] = ()):
     if not len(frames):
       raise JnstError("the clip has no frames: check --start and --max_frames")
-    self.cfg, self.params, self.frames = cfg, params, frames
-    self.base = cfg.build(params, experiments.Inputs(frames[0], tuple(styles), init_image))
+    if init_frames is not None and len(init_frames) != len(frames):
+      raise JnstError(f"{len(init_frames)} initial frames for {len(frames)} frames: give one "
+                      f"per frame")
+    self.cfg, self.params, self.frames, self.init_frames = cfg, params, frames, init_frames
+    self.base = cfg.build(params, experiments.Inputs(frames[0], tuple(styles), init_image,
+                                                     content_mask, tuple(style_masks)))
     self._layers = next(t.layers for t in self.base.objective.terms if t.name == "content")
+    if init_frames is not None:
+      self.base = dataclasses.replace(self.base, init_x=self._init(0))
+
+  def _init(self, t: int):
+    rgb = objective.check_image(self.init_frames[t], f"initial frame {t}")
+    if tuple(rgb.shape) != self.base.shape:
+      raise JnstError(f"initial frame {t} is {rgb.shape[1]}x{rgb.shape[0]}, the frames "
+                      f"{self.base.shape[1]}x{self.base.shape[0]}: give frames of the clip's size")
+    return self.base.backbone.preprocess(self.params, jnp.clip(rgb, 0, 1))
 
   def __len__(self) -> int:
     return len(self.frames)
@@ -131,10 +185,30 @@ class FrameProblems(Sequence):
                       f"{base.shape[1]}x{base.shape[0]}: every frame must have the same size")
     targets = {**base.data["targets"],
                "content": objective.content_target(bb, self.params, content, self._layers)}
-    init_x = bb.preprocess(self.params, content) if self.cfg.init == "content" else base.init_x
+    if self.init_frames is not None:
+      init_x = self._init(t)
+    else:
+      init_x = bb.preprocess(self.params, content) if self.cfg.init == "content" else base.init_x
     return dataclasses.replace(
         base, data={**base.data, "targets": targets}, init_x=init_x,
         colors_from=None if base.colors_from is None else np.asarray(content))
+
+
+def fast_frames(net_params, net: dict, frames: Sequence[np.ndarray], batch: int = 4
+                ) -> tuple[np.ndarray, float]:
+  """(the clip's frames through one feed-forward network (``jnst.feedforward``; unstacked
+  ``net_params``, ``net`` its width and blocks), RGB (T, H, W, 3) in (0, 1); seconds taken,
+  the first call's compilation included), ``batch`` frames a call."""
+  import jnst.feedforward as feedforward  # Flax and optax only when a network is used.
+  t0 = time.perf_counter()
+  batch = min(batch, len(frames))
+  out = []
+  for i in range(0, len(frames), batch):
+    chunk = np.stack(frames[i:i + batch])
+    pad = batch - len(chunk)  # The last call padded to the same shape: one compilation.
+    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)]) if pad else chunk
+    out.append(feedforward.stylize(net_params, chunk, net)[:batch - pad])
+  return np.concatenate(out).astype(np.float32), time.perf_counter() - t0
 
 
 def with_temporal(problem: objective.Problem, weight: float, k: int) -> objective.Problem:
@@ -340,6 +414,9 @@ def run(problems: Sequence[objective.Problem], cfg: VideoConfig, opt: optimize.O
             masks.append(np.zeros(p.shape[:2], np.float32))
         p = set_temporal(p, temporal_target(p, np.stack(warped), np.stack(long_term_masks(masks))))
         x0 = jnp.asarray(warped[0])  # Ruder's init: the previous result, warped.
+        if cfg.fill_from_init:  # Unreliable pixels from the frame's own initial image.
+          c3 = jnp.asarray(masks[0], jnp.float32)[..., None]
+          x0 = c3 * x0 + (1 - c3) * p.x0(key)
       xs[t], info = _solve(p, x0, opt, step_progress)
       infos[t] = {**info, "cached": False}
       if store is not None:
@@ -360,8 +437,12 @@ def run(problems: Sequence[objective.Problem], cfg: VideoConfig, opt: optimize.O
         if store is not None:
           store.save(t, xs[t], window_infos[i])
         clock.frame(t, infos[t], False)
+  return _result(problems, np.stack(xs), infos, flows, t0)
+
+
+def _result(problems, x, infos, flows, t0) -> VideoResult:
   optimise_s = time.perf_counter() - t0
-  x = np.stack(xs)
+  n = len(problems)
   if problems[0].colors_from is None:
     rgb = problems[0].rgb(x)
   else:  # Original colours: each frame keeps its own content frame's.
@@ -371,6 +452,32 @@ def run(problems: Sequence[objective.Problem], cfg: VideoConfig, opt: optimize.O
   total = time.perf_counter() - t0
   return VideoResult(x, rgb, infos, err, {"flow": float(getattr(flows, "seconds", 0.0)),
                                           "optimise": optimise_s, "total": total})
+
+
+def score(problems: Sequence[objective.Problem], rgb_frames, *, flows: Callable | None = None,
+          seconds: float = 0.0) -> VideoResult:
+  """A clip stylised elsewhere, with no optimisation (e.g. ``fast_frames``: RGB (T, H, W, 3)
+  in [0, 1]), as a ``VideoResult``: each frame's loss and weighted terms under its problem
+  (0 evaluations), the warping error. ``seconds``: time already spent making the frames
+  (counted in the total)."""
+  n = len(problems)
+  if len(rgb_frames) != n:
+    raise JnstError(f"{len(rgb_frames)} stylised frames for {n} frames")
+  if flows is None:
+    flows = ContentFlows(problems.frames)
+  t0 = time.perf_counter() - seconds
+  xs, infos = [], []
+  for t in range(n):
+    p = problems[t]
+    x = p.backbone.preprocess(p.params, jnp.clip(jnp.asarray(rgb_frames[t], jnp.float32), 0, 1))
+    t1 = time.perf_counter()
+    fn, _ = optimize.CACHE.get("loss", p.objective, None, 0, None, x, p.data)
+    loss, terms = jax.device_get(fn(x, p.data))
+    xs.append(np.asarray(x))
+    infos.append({"loss": float(loss), "terms": {k: float(v) for k, v in terms.items()},
+                  "evaluations": 0, "seconds": time.perf_counter() - t1 + seconds / n,
+                  "status": "feed-forward", "cached": False})
+  return _result(problems, np.stack(xs), infos, flows, t0)
 
 
 PER_FRAME = ("content", "temporal")  # The targets that differ between frames.
@@ -415,6 +522,53 @@ def pass_targets(problems, x_prev: np.ndarray, lo: int, n: int, p: int, flows,
   return np.stack(x0).astype(np.float32), targets
 
 
+@functools.lru_cache(maxsize=8)
+def _value_and_grad(loss_fn, data_axes):
+  return jax.jit(jax.vmap(jax.value_and_grad(lambda x, d: loss_fn(x, d)[0]),
+                          in_axes=(0, data_axes)))
+
+
+def carry_state(fresh: optimize.State, prev: optimize.State, value=None,
+                grad=None) -> optimize.State:
+  """The batched optimiser state ``fresh`` (a new pass's, at x0) with ``prev``'s (the last
+  pass's) optimiser carried over; ``value``, ``grad``: the loss and gradient at x0 under the
+  new pass's targets (one evaluation, counted in ``evals``), needed by L-BFGS only (Adam:
+  None, nothing evaluated).
+
+  L-BFGS (optax): the history of curvature pairs (s, y) is kept, and the remembered
+  iterate and gradient are set to x0 − s_last and grad − y_last, so that the first step
+  of the pass adds the last pair again (a BFGS update with a pair already satisfied changes
+  nothing) rather than a pair across the jump to x0 and the change of target, and the
+  initial scaling ⟨s, y⟩/⟨y, y⟩ stays the last pair's; the line search starts from
+  ``value``/``grad`` at x0. A member with fewer than 2 steps so far starts afresh. Adam:
+  the moments and count are kept."""
+  def one(new_opt, old_opt, v, g, x0):
+    out = []
+    for new, old in zip(new_opt, old_opt):
+      if isinstance(new, optax.ScaleByLBFGSState):
+        m = old.weights_memory.shape[0]
+        i = (old.count - 2) % m
+        s, y = old.diff_params_memory[i], old.diff_updates_memory[i]
+        carried = old._replace(params=x0 - s, updates=g - y)
+        new = jax.tree.map(lambda a, b: jnp.where(old.count >= 2, a, b), carried, new)
+      elif isinstance(new, optax.ScaleByZoomLinesearchState):
+        new = new._replace(value=jnp.asarray(v, new.value.dtype), grad=g)
+      elif isinstance(new, optax.ScaleByAdamState):
+        new = old
+      out.append(new)
+    return tuple(out)
+
+  if grad is None:
+    if any(isinstance(o, optax.ScaleByLBFGSState) for o in fresh.opt):
+      raise ValueError("carrying L-BFGS needs the loss and gradient at x0")
+    value = grad = jnp.zeros(fresh.x.shape[:1], jnp.float32)
+    counted = 0
+  else:
+    counted = 1
+  opt = jax.vmap(one)(fresh.opt, prev.opt, value, grad, fresh.x)
+  return fresh._replace(opt=opt, evals=fresh.evals + counted)
+
+
 def run_window(problems, lo, n, cfg: VideoConfig, opt: optimize.OptConfig, key, flows, before,
                clock: _Clock | None = None):
   """Batch mode on one window (``problems`` with the temporal term): (x (N, H, W, 3), per
@@ -424,8 +578,8 @@ def run_window(problems, lo, n, cfg: VideoConfig, opt: optimize.OptConfig, key, 
   num = len(problems)
   size, _ = batched.batch_layout(num, num, m.size)
   member, shared = NamedSharding(m, P(batched.AXIS)), NamedSharding(m, P())
-  steps = opt.steps // cfg.passes
-  pass_opt = dataclasses.replace(opt, steps=steps, chunk=min(opt.chunk, steps))
+  pass_opts = [dataclasses.replace(opt, steps=s, chunk=min(opt.chunk, s))
+               for s in cfg.pass_steps(opt.steps)]
   base = problems[0]
   loss_fn, vmap = FrameLoss(base.objective), optimize.Vmap((None, 0))
   stack = lambda trees: jax.tree.map(lambda *a: batched._pad(np.stack(a), size), *trees)
@@ -440,9 +594,16 @@ def run_window(problems, lo, n, cfg: VideoConfig, opt: optimize.OptConfig, key, 
     if p:
       x_prev, targets = pass_targets(problems, x_prev, lo, n, p, flows, before, cfg.blend)
     data = (data_shared, {"content": content, "temporal": jax.device_put(stack(targets), member)})
-    out = optimize.drive(loss_fn, jax.device_put(batched._pad(x_prev, size), member),
-                         data, pass_opt, vmap=vmap,
-                         place=lambda s: jax.device_put(s, member), fetch=batched.gather)
+    x0 = jax.device_put(batched._pad(x_prev, size), member)
+    adjust = None
+    if cfg.carry and p:
+      value = grad = None
+      if opt.optimizer == "lbfgs":  # Adam needs no evaluation at x0.
+        value, grad = _value_and_grad(loss_fn, vmap.data_axes)(x0, data)
+      adjust = lambda s, prev=out.state, v=value, g=grad: carry_state(s, prev, v, g)
+    out = optimize.drive(loss_fn, x0, data, pass_opts[p], vmap=vmap,
+                         place=lambda s: jax.device_put(s, member), fetch=batched.gather,
+                         adjust=adjust)
     x_prev = batched.gather(out.state.x)[:num]
     evals += batched.gather(out.state.evals)[:num] + 1
     secs += out.seconds["total"]

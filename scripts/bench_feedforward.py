@@ -1,5 +1,5 @@
 r"""Feed-forward benchmark: inference JAX vs PyTorch eager (same network and weights) and
-training images/s for N vmapped networks; results to JSON and a Markdown table.
+training images/s for N networks (vmapped and lax.mapped); results to JSON and a Markdown table.
 
   python scripts/bench_feedforward.py --output=out/bench_ff.json
   python scripts/bench_feedforward.py --sizes=256,512 --networks=1,2,4 --train_size=128
@@ -23,6 +23,8 @@ _NETWORKS = flags.DEFINE_list("networks", ["1", "2", "4"], "N networks per train
 _TRAIN_SIZE = flags.DEFINE_integer("train_size", 128, "Training crop side.", lower_bound=16)
 _BATCH = flags.DEFINE_integer("batch_size", 4, "Training batch.", lower_bound=1)
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed training steps per N.", lower_bound=1)
+_MAPS = flags.DEFINE_multi_enum("member_maps", ["vmap", "map"], ["vmap", "map"],
+                                "How the N networks run (feedforward.MEMBER_MAPS).")
 _WEIGHTS = flags.DEFINE_string("weights", None, "VGG-19 weights file.")
 _BACKBONE = flags.DEFINE_string("backbone", "vgg19", "Loss network.")
 _SKIP = flags.DEFINE_list("skip", [], "Parts to skip: inference, training.")
@@ -48,11 +50,13 @@ def main(argv):
     params = cfg.get_backbone().load(_WEIGHTS.value)
     style = images.load_image(demo.style_path(), _TRAIN_SIZE.value)
     rec["training"] = ff_torch.training(params, style, [int(n) for n in _NETWORKS.value],
-                                        _TRAIN_SIZE.value, _BATCH.value, _STEPS.value, cfg)
-    print("| networks | step s | images/s (all networks) | images/s per network |")
-    print("|---|---|---|---|")
+                                        _TRAIN_SIZE.value, _BATCH.value, _STEPS.value, cfg,
+                                        tuple(_MAPS.value))
+    print("| networks | member map | step s | images/s (all networks) | images/s per network |")
+    print("|---|---|---|---|---|")
     for r in rec["training"]:
-      print(f"| {r['networks']} | {r['step_s']:.2f} | {r['images_per_s']:.2f} | "
+      print(f"| {r['networks']} | {r['member_map']} | {r['step_s']:.2f} | "
+            f"{r['images_per_s']:.2f} | "
             f"{r['images_per_s_per_network']:.2f} |", flush=True)
   if _MODEL.value:
     rec["quality"] = quality()

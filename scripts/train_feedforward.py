@@ -46,6 +46,9 @@ _KEEP = F.DEFINE_integer("keep", 3, "Checkpoints kept.", lower_bound=1)
 _SAMPLE = F.DEFINE_integer("sample_every", 500, "Steps between sample sheets.", lower_bound=0)
 _LOG = F.DEFINE_integer("log_every", 50, "Steps between progress lines.", lower_bound=0)
 _HOLD = F.DEFINE_integer("hold_out", 2, "Photos held back for samples.", lower_bound=0)
+_MAP = F.DEFINE_enum("member_map", "auto", ["auto", "vmap", "map"], "N networks: vmap (batched; "
+                     "grouped convs), map (one after another, one program; slower on CPU); "
+                     "auto: vmap.")
 _DIST = F.DEFINE_bool("distributed", False, "Multi-host: jax.distributed.initialize() first.")
 
 
@@ -73,7 +76,7 @@ def main(argv):
       styles=tuple(_STYLE.value or [str(demo.style_path())]),
       data_dir=_DATA.value or str(data.demo_photos()), output=_OUT.value, resume=_RESUME.value,
       checkpoint_every=_CKPT.value, keep=_KEEP.value, sample_every=_SAMPLE.value,
-      log_every=_LOG.value, hold_out=_HOLD.value)
+      log_every=_LOG.value, hold_out=_HOLD.value, member_map=_MAP.value)
   params = lambda: cfg.get_backbone().load(_WEIGHTS.value)  # After the inputs are checked.
   rec = ff_train.train_and_evaluate(cfg, opts, params, log=lambda m: print(m, flush=True))
   print(f"wrote {opts.output}/record.json, losses.png, samples/ and {rec['checkpoint']} "

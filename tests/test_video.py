@@ -221,8 +221,10 @@ def test_video_config_errors():
                    (dict(blend=2.0), "blend"), (dict(temporal_weight=-1.0), "temporal_weight")):
     with pytest.raises(JnstError, match=msg):
       video.VideoConfig(**bad).validate()
-  with pytest.raises(JnstError, match="at least 4 steps"):
+  with pytest.raises(JnstError, match="splits --steps=3 over 4 passes: give more steps"):
     video.VideoConfig(mode="batch", passes=4).validate(optimize.OptConfig(steps=3))
+  with pytest.raises(JnstError, match=r"over 2 passes \(--first_pass=0.99\)"):
+    video.VideoConfig(mode="batch", passes=2, first_pass=0.99).validate(optimize.OptConfig(steps=5))
 
 
 # ---------------------------------------------------------------- clip I/O

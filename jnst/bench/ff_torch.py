@@ -7,6 +7,7 @@ torch is imported lazily (``torch_ref.torch()`` says how to install it).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 import time
 
@@ -124,18 +125,22 @@ def inference(sizes=(256, 512, 1024), repeats: int = 5, width: int = 32,
 
 
 def training(params, style: np.ndarray, ns=(1, 2, 4), size: int = 128, batch_size: int = 4,
-             steps: int = 5, cfg: feedforward.FFConfig | None = None) -> list[dict]:
-  """Training images/s for N networks in one vmapped step (a style_weight sweep of N values),
-  median step time of ``steps`` after the compiling one, on random ``size``-px batches.
-  images/s counts images × networks (what N separate runs would have to match)."""
+             steps: int = 5, cfg: feedforward.FFConfig | None = None,
+             member_maps=("vmap", "map")) -> list[dict]:
+  """Training images/s for N networks in one step (a style_weight sweep of N values), each
+  member map of ``member_maps`` ("vmap", "map": ``feedforward.step``), median step time of
+  ``steps`` after the compiling one, on random ``size``-px batches. images/s counts
+  images × networks (what N separate runs would have to match)."""
   cfg = cfg or feedforward.FFConfig()
   rows = []
-  for n in ns:
+  for n, member_map in itertools.product(ns, member_maps):
+    if n == 1 and member_map == "map" and "vmap" in member_maps:
+      continue  # One network: the same program either way.
     c = dataclasses.replace(cfg, image_size=size, batch_size=batch_size,
                             sweep=("style_weight", tuple(10.0 * (k + 1) for k in range(n))))
     setup = feedforward.build(c, params, [style])
     state = feedforward.init_state(c, n)
-    fn = feedforward.train_step(setup.objective, c)
+    fn = feedforward.train_step(setup.objective, c, member_map)
     batch = jnp.asarray(np.random.default_rng(0).uniform(size=(batch_size, size, size, 3)),
                         jnp.float32)
     t0 = time.perf_counter()
@@ -149,7 +154,8 @@ def training(params, style: np.ndarray, ns=(1, 2, 4), size: int = 128, batch_siz
       jax.block_until_ready(m)
       times.append(time.perf_counter() - t0)
     step_s = float(np.median(times))
-    rows.append({"networks": n, "size": size, "batch": batch_size, "step_s": step_s,
+    rows.append({"networks": n, "member_map": member_map, "size": size, "batch": batch_size,
+                 "step_s": step_s,
                  "first_step_s": first, "images_per_s": batch_size * n / step_s,
                  "images_per_s_per_network": batch_size / step_s})
   return rows
