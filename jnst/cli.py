@@ -93,6 +93,9 @@ def define_common_flags(default_steps: int = 500, default_size: int = 512):
   _define("enum", "linesearch", "none", ["none", "zoom"], "L-BFGS line search: none (one "
           "evaluation per iteration, as torch/neural-style) or zoom (optax).")
   _define("integer", "lbfgs_memory", 100, "L-BFGS history size.", lower_bound=1)
+  _define("enum", "lbfgs_rules", "torch", list(optimize.LBFGS_RULES), "L-BFGS without line "
+          "search: torch (torch.optim.LBFGS's rules: pairs with s.y <= 1e-10 skipped, first "
+          "step min(1, 1/|g|_1)) or optax (optax.lbfgs, every pair kept: jnst before).")
   _define("enum", "schedule", "constant", ["constant", "cosine"], "Adam learning-rate schedule.")
   _define("float", "tol", 0.0, "Stop when the relative loss change is at most this (0: off).",
           check=_finite_nonneg, message="must be a finite number >= 0")
@@ -260,7 +263,7 @@ def opt_config() -> optimize.OptConfig:
   return optimize.OptConfig(
       optimizer=FLAGS.optimizer, steps=FLAGS.steps, learning_rate=lr,
       lbfgs_memory=FLAGS.lbfgs_memory, linesearch=FLAGS.linesearch, schedule=FLAGS.schedule,
-      tol=FLAGS.tol, chunk=chunk, loop=FLAGS.loop).validate()
+      tol=FLAGS.tol, chunk=chunk, loop=FLAGS.loop, lbfgs_rules=FLAGS.lbfgs_rules).validate()
 
 
 def _common() -> dict:

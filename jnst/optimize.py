@@ -36,11 +36,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import jnst.lbfgs as lbfgs
 from jnst.errors import JnstError
 
 RUNNING, CONVERGED, NONFINITE = 0, 1, 2
 STATUS = {RUNNING: "steps", CONVERGED: "converged", NONFINITE: "nonfinite"}
 LOOPS = ("scan", "step")
+LBFGS_RULES = ("torch", "optax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +63,11 @@ class OptConfig:
     tol: stop when |L_k - L_{k-1}| <= tol * |L_k| (0 disables).
     chunk: steps between host looks (progress, intermediate saves, stop checks).
     loop: "scan" or "step" (module docstring).
+    lbfgs_rules: L-BFGS without a line search: "torch" (``jnst.lbfgs``: curvature pairs
+      with s·y <= 1e-10 skipped, H₀ from the newest kept pair, first step scaled by
+      min(1, 1/|g|₁), as torch.optim.LBFGS) or "optax" (``optax.lbfgs``: every pair kept,
+      the behaviour before; BENCHMARKS.md "L-BFGS per evaluation"). The zoom line search
+      always uses optax's.
   """
   optimizer: str = "lbfgs"
   steps: int = 500
@@ -72,6 +79,7 @@ class OptConfig:
   tol: float = 0.0
   chunk: int = 50
   loop: str = "scan"
+  lbfgs_rules: str = "torch"
 
   def validate(self) -> OptConfig:
     if self.optimizer not in ("lbfgs", "adam"):
@@ -80,6 +88,8 @@ class OptConfig:
       raise JnstError(f"unknown linesearch {self.linesearch!r}: use none or zoom")
     if self.loop not in LOOPS:
       raise JnstError(f"unknown loop {self.loop!r}: use scan or step")
+    if self.lbfgs_rules not in LBFGS_RULES:
+      raise JnstError(f"unknown lbfgs_rules {self.lbfgs_rules!r}: use torch or optax")
     if self.schedule not in ("constant", "cosine"):
       raise JnstError(f"unknown schedule {self.schedule!r}: use constant or cosine")
     for name in ("steps", "chunk", "lbfgs_memory", "max_linesearch_steps"):
@@ -105,6 +115,8 @@ def make_optimizer(cfg: OptConfig) -> optax.GradientTransformation:
       lr = optax.cosine_decay_schedule(cfg.learning_rate, cfg.steps)
     return optax.adam(lr)
   linesearch = None
+  if cfg.linesearch == "none" and cfg.lbfgs_rules == "torch":
+    return lbfgs.lbfgs(learning_rate=cfg.learning_rate, memory_size=cfg.lbfgs_memory)
   if cfg.linesearch == "zoom":
     linesearch = optax.scale_by_zoom_linesearch(cfg.max_linesearch_steps,
                                                 initial_guess_strategy="one")
