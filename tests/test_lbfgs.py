@@ -234,3 +234,25 @@ def test_optconfig_rules_compile_once_and_vmap():
   np.testing.assert_allclose(out.state.x[1], again.x, rtol=1e-4, atol=1e-4)
   with pytest.raises(Exception, match="lbfgs_rules"):
     OptConfig(lbfgs_rules="scipy").validate()
+
+
+def test_lbfgs_curves_bench(tmp_path, random_weights_file, capsys):
+  """jnst.bench.lbfgs_curves: one loss history per rule, the table and the record."""
+  import json
+
+  from PIL import Image
+
+  from jnst.bench import lbfgs_curves
+  assert lbfgs_curves.at_evals([5.0, 4.0, 3.0], at=(1, 3, 10)) == {1: 5.0, 3: 3.0}
+  assert lbfgs_curves.climbs([3.0, 4.0, 2.0, 2.5]) == 2
+  rng = np.random.default_rng(0)
+  for name in ("c", "s"):
+    pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / f"{name}.png")
+  rec = lbfgs_curves.main([f"--weights={random_weights_file}", "--size=32", "--steps=3",
+                           f"--content={tmp_path / 'c.png'}", f"--style={tmp_path / 's.png'}",
+                           "--no_torch", f"--out={tmp_path / 'r.json'}"])
+  assert len(rec["jnst_torch"]) == len(rec["jnst_optax"]) == 4  # 3 steps + the final loss.
+  assert rec["jnst_torch"][0] == rec["jnst_optax"][0] and rec["skipped_pairs"] >= 0
+  assert json.loads((tmp_path / "r.json").read_text())["jnst_torch"] == rec["jnst_torch"]
+  assert "| evaluations | jnst_torch | jnst_optax |" in capsys.readouterr().out
