@@ -13,9 +13,13 @@ per evaluation"):
   and the loss climbs.
 - **H₀ scaling**: γ = s·y / y·y of the newest *accepted* pair (optax: of the newest pair,
   which is negative after a bad one, flipping the whole direction).
-- **First step**: -lr · g · min(1, 1/|g|₁) (torch), also used while no pair has been
-  accepted yet (torch then takes the unscaled -lr · g; with gradients of ~1e6 per pixel
-  that is a jump far off the image). optax scales by min(1, 1/|g|₂).
+- **First step**: -lr · g · min(1, 1/|g|₁) (torch). While no pair has been accepted yet,
+  jnst differs from torch: torch takes the unscaled -lr · g (with gradients of ~1e4–1e6 per
+  pixel a jump far off the image: at 256 px its third evaluation was non-finite), jnst
+  takes the first step's size times ``empty_growth`` (10) per pair refused so far. A short
+  first step often gives s·y <= 1e-10 (too short to measure curvature: the first 3 pairs
+  at 256 px), or s·y < 0 where the loss is concave along -g (random weights); the growing
+  step escapes in a few evaluations instead of creeping at |s|₁ = lr forever.
 
 Every later step is -lr · H g (two-loop recursion over the accepted pairs, oldest
 overwritten first when ``memory_size`` are held). When every pair is accepted and the
@@ -82,13 +86,15 @@ def two_loop(g, s, y, rho, gamma, newest):
 
 def lbfgs(learning_rate: float = 1.0, memory_size: int = 100,
           curvature_eps: float = TORCH_CURVATURE_EPS,
-          first_step: str = "l1") -> optax.GradientTransformation:
+          first_step: str = "l1", empty_growth: float = 10.0) -> optax.GradientTransformation:
   """Fixed-step L-BFGS over one array (the image), torch's rules (module docstring).
 
   learning_rate: the step is -learning_rate · H g (1.0: the plain quasi-Newton step).
   memory_size: pairs kept. curvature_eps: a pair is kept only if s·y > curvature_eps
   (-inf keeps every pair, as optax). first_step: "l1" (torch: g · min(1, 1/|g|₁)) or "l2"
-  (optax: g · min(1, 1/|g|₂)).
+  (optax: g · min(1, 1/|g|₂)). empty_growth: the first step's size is multiplied by this
+  for every pair refused while none is held (1: the first step's size throughout; module
+  docstring).
   """
   if memory_size < 1:
     raise ValueError(f"memory_size must be >= 1, got {memory_size}")
@@ -121,11 +127,14 @@ def lbfgs(learning_rate: float = 1.0, memory_size: int = 100,
     direction = two_loop(grad, s, y, rho, gamma, (stored - 1) % memory_size)
     norm = (jnp.sum(jnp.abs(grad.astype(jnp.float32))) if first_step == "l1"
             else jnp.sqrt(_vdot(grad, grad)))
-    first = jnp.minimum(1.0, 1.0 / norm)
+    skipped = state.skipped + (have_pair & ~accept).astype(jnp.int32)
+    # While stored == 0 every refused pair was refused with the history empty.
+    grow = jnp.float32(empty_growth) ** jnp.minimum(skipped, 30).astype(jnp.float32)
+    first = jnp.minimum(1.0, 1.0 / norm) * grow
     scale = jnp.where(stored == 0, first, 1.0) * (-learning_rate)
     updates = (scale * direction).astype(grad.dtype)
     return updates, LBFGSState(
         count=state.count + 1, stored=stored, update=updates, grad=grad, s=s, y=y, rho=rho,
-        gamma=gamma, skipped=state.skipped + (have_pair & ~accept).astype(jnp.int32))
+        gamma=gamma, skipped=skipped)
 
   return optax.GradientTransformation(init, update)

@@ -65,7 +65,8 @@ class OptConfig:
     loop: "scan" or "step" (module docstring).
     lbfgs_rules: L-BFGS without a line search: "torch" (``jnst.lbfgs``: curvature pairs
       with s·y <= 1e-10 skipped, H₀ from the newest kept pair, first step scaled by
-      min(1, 1/|g|₁), as torch.optim.LBFGS) or "optax" (``optax.lbfgs``: every pair kept,
+      min(1, 1/|g|₁), as torch.optim.LBFGS; while no pair is held the step grows 10× per
+      refused pair, where torch jumps by -g) or "optax" (``optax.lbfgs``: every pair kept,
       the behaviour before; BENCHMARKS.md "L-BFGS per evaluation"). The zoom line search
       always uses optax's.
     ema_decay: 0 (off) or the decay d in [0, 1) of an exponential moving average of the

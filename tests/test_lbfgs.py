@@ -193,6 +193,20 @@ def test_tiny_style_problem_reaches_torchs_loss():
   assert ours[-1] <= 1.02 * theirs[-1], (ours, theirs)
 
 
+def test_growing_first_step_escapes_where_no_pair_is_accepted():
+  """Where the loss is concave along -g (1000 Σ cos x near 0: every early pair has s·y < 0),
+  jnst multiplies the first step's size by 10 per refused pair until one is accepted;
+  without that growth it creeps at |s|₁ = lr for ever (the 32 px random-weight stylize
+  problem of tests/test_experiments.py did exactly that)."""
+  f = lambda x: 1000.0 * jnp.sum(jnp.cos(x))
+  x0 = jnp.asarray(np.linspace(0.01, 0.02, 64), jnp.float32)
+  grown, state, sy = trajectory(lbfgs.lbfgs(memory_size=5), f, x0, 20)
+  assert sy[0] < 0 and int(state.skipped) >= 1 and int(state.stored) >= 1
+  assert grown[-1] < -0.99 * grown[0]  # At the minimum x = π: -64000.
+  creeping, cstate, _ = trajectory(lbfgs.lbfgs(memory_size=5, empty_growth=1.0), f, x0, 20)
+  assert int(cstate.stored) == 0 and creeping[-1] > 0.9 * creeping[0]
+
+
 def test_first_step_is_torchs():
   g = jnp.asarray([3.0, -4.0, 1.0])
   opt = lbfgs.lbfgs(learning_rate=2.0)
