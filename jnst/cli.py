@@ -93,6 +93,12 @@ def define_common_flags(default_steps: int = 500, default_size: int = 512):
   _define("enum", "linesearch", "none", ["none", "zoom"], "L-BFGS line search: none (one "
           "evaluation per iteration, as torch/neural-style) or zoom (optax).")
   _define("integer", "lbfgs_memory", 100, "L-BFGS history size.", lower_bound=1)
+  _define("enum", "lbfgs_rules", "torch", list(optimize.LBFGS_RULES), "L-BFGS without line "
+          "search: torch (torch.optim.LBFGS's rules: pairs with s.y <= 1e-10 skipped, first "
+          "step min(1, 1/|g|_1)) or optax (optax.lbfgs, every pair kept: jnst before).")
+  _define("float", "ema_decay", 0.0, "Exponential moving average of the iterates (0: off; "
+          "e.g. 0.9): the written image is the bias-corrected average, at every scale of a "
+          "pyramid.", check=lambda v: 0 <= v < 1, message="must be in [0, 1)")
   _define("enum", "schedule", "constant", ["constant", "cosine"], "Adam learning-rate schedule.")
   _define("float", "tol", 0.0, "Stop when the relative loss change is at most this (0: off).",
           check=_finite_nonneg, message="must be a finite number >= 0")
@@ -274,7 +280,8 @@ def opt_config() -> optimize.OptConfig:
   return optimize.OptConfig(
       optimizer=FLAGS.optimizer, steps=FLAGS.steps, learning_rate=lr,
       lbfgs_memory=FLAGS.lbfgs_memory, linesearch=FLAGS.linesearch, schedule=FLAGS.schedule,
-      tol=FLAGS.tol, chunk=chunk, loop=FLAGS.loop).validate()
+      tol=FLAGS.tol, chunk=chunk, loop=FLAGS.loop, lbfgs_rules=FLAGS.lbfgs_rules,
+      ema_decay=FLAGS.ema_decay).validate()
 
 
 def _common() -> dict:
@@ -577,6 +584,10 @@ def solve(cfg: experiments.Config, params, inputs: experiments.Inputs, out: Path
   files at every scale's size."""
   sched = schedule()
   extra = {"schedule": sched.describe()}
+  if cfg.opt.ema_decay:
+    extra["ema"] = {"decay": cfg.opt.ema_decay, "image": "the bias-corrected moving average "
+                    "of the iterates (final_loss is its loss; loss_history before it: the "
+                    "iterates')"}
   if len(sched.sides) > 1:
     if FLAGS.resume:
       raise JnstError("--resume continues single-scale runs only: drop --resume (and run the "
@@ -588,6 +599,7 @@ def solve(cfg: experiments.Config, params, inputs: experiments.Inputs, out: Path
           f"steps {', '.join(map(str, sched.steps))}", flush=True)
     res = pyramid.run(cfg, params, at, sched, progress=Printer(out, label))
     return res.problem.rgb(res.x), res.result, {**extra, "pyramid": res.describe()}
+  cfg = line_chunks(cfg, inputs)
   if not FLAGS.resume:
     return (*experiments.run(cfg, params, inputs, Printer(out, label)), extra)
   snap = snapshots.load(snapshots.path_for(out), _settings())
@@ -602,6 +614,16 @@ def solve(cfg: experiments.Config, params, inputs: experiments.Inputs, out: Path
   return rgb, res, {**extra, "resumed_from": {"step": snap.step,
                                               "evaluations": snap.evaluations,
                                               "snapshot": str(snapshots.path_for(out))}}
+
+
+def line_chunks(cfg: experiments.Config, inputs: experiments.Inputs) -> experiments.Config:
+  """``cfg`` with its chunk cut so that a single-scale run reports (``Printer``) at least
+  every ~``pyramid.LINE_SECONDS`` (the pyramid's cost model, ``pyramid.chunk_for``): a
+  divisor of the chunk, so --print_every and --save_every still land. Only when and how
+  often the host looks changes, not the result."""
+  h, w = pyramid.output_hw(cfg, inputs)
+  return dataclasses.replace(cfg, opt=dataclasses.replace(
+      cfg.opt, chunk=pyramid.chunk_for(cfg.opt, h * w)))
 
 
 STUDY_FLAGS = ("experiment", "num_seeds", "first_seed", "seeds_per_batch", "sweep")

@@ -36,11 +36,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import jnst.lbfgs as lbfgs
 from jnst.errors import JnstError
 
 RUNNING, CONVERGED, NONFINITE = 0, 1, 2
 STATUS = {RUNNING: "steps", CONVERGED: "converged", NONFINITE: "nonfinite"}
 LOOPS = ("scan", "step")
+LBFGS_RULES = ("torch", "optax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +63,17 @@ class OptConfig:
     tol: stop when |L_k - L_{k-1}| <= tol * |L_k| (0 disables).
     chunk: steps between host looks (progress, intermediate saves, stop checks).
     loop: "scan" or "step" (module docstring).
+    lbfgs_rules: L-BFGS without a line search: "torch" (``jnst.lbfgs``: curvature pairs
+      with s·y <= 1e-10 skipped, H₀ from the newest kept pair, first step scaled by
+      min(1, 1/|g|₁), as torch.optim.LBFGS; while no pair is held the step grows 10× per
+      refused pair, where torch jumps by -g) or "optax" (``optax.lbfgs``: every pair kept,
+      the behaviour before; BENCHMARKS.md "L-BFGS per evaluation"). The zoom line search
+      always uses optax's.
+    ema_decay: 0 (off) or the decay d in [0, 1) of an exponential moving average of the
+      iterates x_0 … x_K, bias-corrected as crowsonkb/style-transfer-pytorch's: m_k =
+      v_k / (1 - d^(k+1)), v_k = d v_{k-1} + (1 - d) x_k, v_{-1} = 0. When on, the run's result
+      (``State.x`` after ``drive``, ``RunResult.x``, the final loss) is the average, not the
+      last iterate; progress reports still show the iterate.
   """
   optimizer: str = "lbfgs"
   steps: int = 500
@@ -72,6 +85,8 @@ class OptConfig:
   tol: float = 0.0
   chunk: int = 50
   loop: str = "scan"
+  lbfgs_rules: str = "torch"
+  ema_decay: float = 0.0
 
   def validate(self) -> OptConfig:
     if self.optimizer not in ("lbfgs", "adam"):
@@ -80,6 +95,8 @@ class OptConfig:
       raise JnstError(f"unknown linesearch {self.linesearch!r}: use none or zoom")
     if self.loop not in LOOPS:
       raise JnstError(f"unknown loop {self.loop!r}: use scan or step")
+    if self.lbfgs_rules not in LBFGS_RULES:
+      raise JnstError(f"unknown lbfgs_rules {self.lbfgs_rules!r}: use torch or optax")
     if self.schedule not in ("constant", "cosine"):
       raise JnstError(f"unknown schedule {self.schedule!r}: use constant or cosine")
     for name in ("steps", "chunk", "lbfgs_memory", "max_linesearch_steps"):
@@ -89,6 +106,8 @@ class OptConfig:
     if not 0 < self.learning_rate <= f32_max:
       raise JnstError(f"learning_rate must be a finite number > 0 that fits float32, got "
                       f"{self.learning_rate}")
+    if not 0 <= self.ema_decay < 1:
+      raise JnstError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
     if not 0 <= self.tol <= f32_max:
       raise JnstError(f"tol must be a finite number >= 0, got {self.tol}")
     return self
@@ -105,6 +124,8 @@ def make_optimizer(cfg: OptConfig) -> optax.GradientTransformation:
       lr = optax.cosine_decay_schedule(cfg.learning_rate, cfg.steps)
     return optax.adam(lr)
   linesearch = None
+  if cfg.linesearch == "none" and cfg.lbfgs_rules == "torch":
+    return lbfgs.lbfgs(learning_rate=cfg.learning_rate, memory_size=cfg.lbfgs_memory)
   if cfg.linesearch == "zoom":
     linesearch = optax.scale_by_zoom_linesearch(cfg.max_linesearch_steps,
                                                 initial_guess_strategy="one")
@@ -120,12 +141,35 @@ class State(NamedTuple):
   evals: jax.Array       # int32, loss/gradient evaluations so far
   loss_prev: jax.Array   # loss at x_prev (inf at start)
   status: jax.Array      # int32, RUNNING / CONVERGED / NONFINITE
+  ema: Any = None        # OptConfig.ema_decay > 0: (sum d^(k-i) (1-d) x_i, d^(k+1)), else None
 
 
 def init_state(x0: jax.Array, cfg: OptConfig) -> State:
   return State(x=x0, x_prev=x0, opt=make_optimizer(cfg).init(x0),
                evals=jnp.zeros((), jnp.int32), loss_prev=jnp.full((), jnp.inf, jnp.float32),
-               status=jnp.zeros((), jnp.int32))
+               status=jnp.zeros((), jnp.int32), ema=ema_init(x0, cfg.ema_decay))
+
+
+def ema_init(x0: jax.Array, decay: float):
+  """The moving average's state after x_0 (None when ``decay`` is 0: off)."""
+  if not decay:
+    return None
+  return ((1.0 - decay) * x0).astype(x0.dtype), jnp.full((), decay, jnp.float32)
+
+
+def ema_update(ema, x: jax.Array, decay: float):
+  """The average's state after one more iterate ``x``."""
+  if ema is None:
+    return None
+  value, accum = ema
+  return (decay * value + (1.0 - decay) * x).astype(x.dtype), accum * decay
+
+
+def ema_value(ema) -> jax.Array:
+  """The bias-corrected average (any leading batch axes: one per member)."""
+  value, accum = ema
+  accum = jnp.reshape(accum, jnp.shape(accum) + (1,) * (value.ndim - jnp.ndim(accum)))
+  return (value / (1.0 - accum)).astype(value.dtype)
 
 
 def make_step(loss_fn: Callable, cfg: OptConfig) -> Callable:
@@ -156,9 +200,10 @@ def make_step(loss_fn: Callable, cfg: OptConfig) -> Callable:
     converged = (cfg.tol > 0) & (jnp.abs(state.loss_prev - loss) <= cfg.tol * jnp.abs(loss))
     running = state.status == RUNNING
     new_status = jnp.where(~finite, NONFINITE, jnp.where(converged, CONVERGED, RUNNING))
-    advanced = State(x=optax.apply_updates(x, updates), x_prev=x, opt=opt_state,
+    x_new = optax.apply_updates(x, updates)
+    advanced = State(x=x_new, x_prev=x, opt=opt_state,
                      evals=state.evals + n_evals, loss_prev=loss.astype(jnp.float32),
-                     status=jnp.int32(RUNNING))
+                     status=jnp.int32(RUNNING), ema=ema_update(state.ema, x_new, cfg.ema_decay))
     # Non-finite: go back to the last finite iterate. Converged: keep x. Stopped: frozen.
     stopped = state._replace(
         x=jnp.where(~finite & running, state.x_prev, state.x),
@@ -348,6 +393,10 @@ def drive(loss_fn, x0, data, cfg: OptConfig, *, vmap: Vmap | None = None,
       on_chunk(done, state, host)
     if np.all(host["status"][-1] != RUNNING):
       break
+  if state.ema is not None:  # The result is the average (where finite; else the iterate).
+    avg = ema_value(state.ema)
+    finite = jnp.all(jnp.isfinite(avg), axis=(-3, -2, -1), keepdims=True)  # Per member.
+    state = state._replace(x=jnp.where(finite, avg, state.x))
   loss, secs = CACHE.get("loss", loss_fn, None, 0, vmap, state.x, data)
   compile_s += secs
   final_loss, final_terms = fetch(loss(state.x, data))
