@@ -60,7 +60,8 @@ def measure(name: str, params, content: np.ndarray, style: np.ndarray, cfg: Comp
             log: Callable[[str], None] = print) -> tuple[dict, np.ndarray]:
   """(record, RGB result) of one backbone on the pair (module docstring)."""
   opt = optimize.OptConfig(steps=cfg.steps, chunk=min(cfg.steps, 50))
-  scfg = experiments.StylizeConfig(backbone=name, opt=opt).validate()
+  scfg = experiments.StylizeConfig(backbone=name, opt=opt,  # BENCHMARKS.md: paper units.
+                                   variant="paper").validate()
   problem = scfg.build(params, experiments.Inputs(content, (style,)))
   x0 = problem.init_x
   vg = jax.jit(jax.value_and_grad(problem.objective, has_aux=True))
@@ -123,7 +124,7 @@ def grid(content, style, records: Sequence[dict], images: Sequence[np.ndarray]) 
 def raw_terms(name: str, params, content, style, probe: np.ndarray) -> dict[str, float]:
   """The unweighted, unscaled content and style terms (stylize defaults of backbone ``name``)
   of the RGB image ``probe`` against the pair's targets."""
-  problem = experiments.StylizeConfig(backbone=name).build(
+  problem = experiments.StylizeConfig(backbone=name, variant="paper").build(
       params, experiments.Inputs(content, (style,)))
   bb = problem.backbone
   obj = dataclasses.replace(problem.objective, backbone=dataclasses.replace(bb, term_scales=()))
