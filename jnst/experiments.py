@@ -8,8 +8,9 @@ every option means the same in a single run and in a batch. Images are float32 R
 Defaults with the Caffe VGG-19 weights: content ``relu4_2``, style ``relu1_1 … relu5_1``
 with w_l = 1/5 (the backbone's defaults), the size-invariant loss normalisation
 ``variant="invariant"`` (``jnst.losses``: content per element, the paper's style term) with
-α = 5e3, β = 1e3 (calibrated to give a clearly stylised image at every size, BENCHMARKS.md
-"The look of the defaults"), max pooling, L-BFGS for 500 iterations from the content image.
+α = 3e4, β = 1e3 (chosen with ``jnst.bench.look`` for a clearly stylised image at every size,
+BENCHMARKS.md "The look of the defaults"), max pooling, L-BFGS for 500 iterations from the
+content image.
 ``variant="paper"`` is the paper's normalisation, with its α = 1, β = 1e3 (the α/β = 1e-3 of
 the paper's Fig. 2) by default.
 """
@@ -107,7 +108,8 @@ class Common:
 class StylizeConfig(Common):
   """Style transfer (Gatys et al. 2016). Loss weights: α content (None: the variant's
   default, ``losses.default_weights``; ``alpha`` is the value in effect), β style, γ TV (on
-  RGB 0-255 steps; per pixel for the "invariant" variant). Layers: None = the backbone's defaults; a string or tuple may name blocks.
+  RGB 0-255 steps; per pixel for the "invariant" variant). Layers: None = the backbone's
+  defaults; a string or tuple may name blocks.
   init: "content", "noise" (seeded), "style" (the first style image resized to the output),
   "image" (``Inputs.init``). style_blend_weights: one per style image (normalised to sum 1).
   Layer weights: per content/style layer (default 1 and 1/n). original_colors: keep the
