@@ -8,7 +8,7 @@ every option means the same in a single run and in a batch. Images are float32 R
 Defaults with the Caffe VGG-19 weights: content ``relu4_2``, style ``relu1_1 … relu5_1``
 with w_l = 1/5 (the backbone's defaults), the size-invariant loss normalisation
 ``variant="invariant"`` (``jnst.losses``: content per element, the paper's style term) with
-α = 3e4, β = 1e3 (chosen with ``jnst.bench.look`` for a clearly stylised image at every size,
+α = 3e5, β = 1e3 (chosen with ``jnst.bench.look`` for a clearly stylised image at every size,
 BENCHMARKS.md "The look of the defaults"), max pooling, L-BFGS for 500 iterations from the
 content image.
 ``variant="paper"`` is the paper's normalisation, with its α = 1, β = 1e3 (the α/β = 1e-3 of

@@ -51,7 +51,7 @@ DEFAULT_VARIANT = "invariant"
 # Default loss weights (α content, β style) per variant: the paper's α/β = 1e-3 for "paper"
 # and "mean"; for "invariant" chosen with ``jnst.bench.look`` on three pairs at 128 and 256 px
 # (BENCHMARKS.md, "The look of the defaults"). γ (TV) defaults to 0 for every variant.
-DEFAULT_WEIGHTS = {"paper": (1.0, 1e3), "mean": (1.0, 1e3), "invariant": (3e4, 1e3)}
+DEFAULT_WEIGHTS = {"paper": (1.0, 1e3), "mean": (1.0, 1e3), "invariant": (3e5, 1e3)}
 
 
 def check_variant(variant: str) -> str:
