@@ -26,6 +26,7 @@ import jnst.backbones as backbones
 import jnst.demo as demo
 import jnst.experiments as experiments
 import jnst.images as images
+import jnst.losses as losses
 import jnst.masks as masks
 import jnst.matting as matting
 import jnst.memory as memory
@@ -106,7 +107,10 @@ def define_common_flags(default_steps: int = 500, default_size: int = 512):
   _define("integer", "seed", 0, "PRNG seed for noise initialisation.", lower_bound=0,
           upper_bound=2**32 - 1)
   _define("enum", "pooling", "max", ["max", "avg"], "VGG pooling: max, or avg (the paper).")
-  _define("enum", "variant", "paper", ["paper", "mean"], "Loss normalisation (jnst.losses).")
+  _define("enum", "variant", losses.DEFAULT_VARIANT, list(losses.VARIANTS), "Loss "
+          "normalisation (jnst.losses): invariant (content per element, the paper's style "
+          "term: one α/β means the same at every size), paper (Gatys et al.'s: the content term "
+          "grows with the pixel count), mean.")
   _define("enum", "compute_dtype", "float32", ["float32", "bfloat16"], "Backbone compute dtype.")
   _define("integer", "print_every", 50, "Progress line every N steps (0: only at the end).",
           lower_bound=0)
@@ -167,11 +171,13 @@ def define_stylize_flags():
           "relu4_2).")
   _define("list", "content_layer_weights", None, "One weight per content layer (default 1).",
           check=_numbers, message="must be finite numbers >= 0")
-  for name, default, greek in (("content_weight", 1.0, "α, the content"),
+  alphas = ", ".join(f"{v} {w[0]:g}" for v, w in losses.DEFAULT_WEIGHTS.items())
+  for name, default, greek in (("content_weight", None, "α, the content"),
                                ("style_weight", 1e3, "β, the style"),
                                ("tv_weight", 0.0, "γ, the total-variation")):
-    _define("float", name, default, f"{greek} loss weight.", check=_finite_nonneg,
-            message="must be a finite number >= 0")
+    _define("float", name, default, f"{greek} loss weight" + (
+        f" (default per --variant: {alphas})." if default is None else "."),
+        check=_finite_nonneg, message="must be a finite number >= 0")
   _define("bool", "original_colors", False, "Keep the content image's colours (the same as "
           "--color_transfer=original).")
   _define("enum", "color_transfer", "none", ["none", "original", "histogram"], "Colour: none; "
@@ -743,9 +749,21 @@ def flag_values() -> dict:
 
 
 def record(res: optimize.RunResult, cfg: experiments.Config, **extra) -> dict:
-  """``records.run_record`` with the flags and the resolved backbone."""
+  """``records.run_record`` with the flags, the resolved backbone and the loss in effect
+  (``loss_settings``)."""
+  extra.setdefault("loss", loss_settings(cfg))
   return records.run_record(res, flags=flag_values(), backbone=cfg.get_backbone().describe(),
                             **extra)
+
+
+def loss_settings(cfg: experiments.Config) -> dict:
+  """The loss normalisation that ran and, for style transfer, the loss weights in effect
+  (α resolved from the variant's default when not given)."""
+  out = {"variant": cfg.variant}
+  if isinstance(cfg, experiments.StylizeConfig):
+    out.update(content_weight=cfg.alpha, style_weight=cfg.style_weight,
+               tv_weight=cfg.tv_weight)
+  return out
 
 
 def output_files(out: Path) -> list[Path]:

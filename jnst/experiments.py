@@ -5,10 +5,14 @@ Each is a frozen config whose ``build(params, inputs)`` gives the ``objective.Pr
 every option means the same in a single run and in a batch. Images are float32 RGB in
 [0, 1], (H, W, 3); no file I/O here.
 
-Defaults reproduce the classic look with the Caffe VGG-19 weights: content ``relu4_2``,
-style ``relu1_1 … relu5_1`` with w_l = 1/5 (the backbone's defaults), the paper's loss
-normalisation (``jnst.losses``), α = 1, β = 1e3 (the α/β = 1e-3 of the paper's Fig. 2),
-max pooling, L-BFGS for 500 iterations from the content image.
+Defaults with the Caffe VGG-19 weights: content ``relu4_2``, style ``relu1_1 … relu5_1``
+with w_l = 1/5 (the backbone's defaults), the size-invariant loss normalisation
+``variant="invariant"`` (``jnst.losses``: content per element, the paper's style term) with
+α = 3e5, β = 1e3 (chosen with ``jnst.bench.look`` for a clearly stylised image at every size,
+BENCHMARKS.md "The look of the defaults"), max pooling, L-BFGS for 500 iterations from the
+content image.
+``variant="paper"`` is the paper's normalisation, with its α = 1, β = 1e3 (the α/β = 1e-3 of
+the paper's Fig. 2) by default.
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ class Common:
   backbone: str = "vgg19"
   pooling: str = "max"
   compute_dtype: str = "float32"
-  variant: str = "paper"
+  variant: str = losses.DEFAULT_VARIANT
   seed: int = 0
   opt: optimize.OptConfig = optimize.OptConfig()
   remat: bool = False
@@ -102,8 +106,10 @@ class Common:
 
 @dataclasses.dataclass(frozen=True)
 class StylizeConfig(Common):
-  """Style transfer (Gatys et al. 2016). Loss weights: α content, β style, γ TV (on RGB
-  0-255 steps). Layers: None = the backbone's defaults; a string or tuple may name blocks.
+  """Style transfer (Gatys et al. 2016). Loss weights: α content (None: the variant's
+  default, ``losses.default_weights``; ``alpha`` is the value in effect), β style, γ TV (on
+  RGB 0-255 steps; per pixel for the "invariant" variant). Layers: None = the backbone's
+  defaults; a string or tuple may name blocks.
   init: "content", "noise" (seeded), "style" (the first style image resized to the output),
   "image" (``Inputs.init``). style_blend_weights: one per style image (normalised to sum 1).
   Layer weights: per content/style layer (default 1 and 1/n). original_colors: keep the
@@ -118,7 +124,7 @@ class StylizeConfig(Common):
   filter, ε = guided_filter_eps on [0, 1]); 0 = off."""
   content_layers: tuple[str, ...] | None = None
   style_layers: tuple[str, ...] | None = None
-  content_weight: float = 1.0
+  content_weight: float | None = None
   style_weight: float = 1e3
   tv_weight: float = 0.0
   content_layer_weights: tuple[float, ...] | None = None
@@ -133,6 +139,13 @@ class StylizeConfig(Common):
   guided_filter_eps: float = matting.GUIDED_EPS
 
   @property
+  def alpha(self) -> float:
+    """α in effect: ``content_weight``, or the variant's default (``losses.DEFAULT_WEIGHTS``)."""
+    if self.content_weight is not None:
+      return self.content_weight
+    return losses.default_weights(self.variant)[0]
+
+  @property
   def colors(self) -> str:
     """The colour transfer in effect (original_colors is color_transfer="original")."""
     return "original" if self.original_colors else self.color_transfer
@@ -141,7 +154,7 @@ class StylizeConfig(Common):
     bb = super().validate().get_backbone()
     bb.expand_layers(_or(self.content_layers, bb.default_content_layers))
     bb.expand_layers(_or(self.style_layers, bb.default_style_layers))
-    _check_weights(content_weight=self.content_weight, style_weight=self.style_weight,
+    _check_weights(content_weight=self.alpha, style_weight=self.style_weight,
                    tv_weight=self.tv_weight, matting_weight=self.matting_weight)
     if not isinstance(self.guided_filter_radius, int) or self.guided_filter_radius < 0:
       raise JnstError(f"guided_filter_radius must be an integer >= 0, got "
@@ -170,7 +183,7 @@ class StylizeConfig(Common):
                      for s in styles)
     regions = _regions(inputs, content, styles)
     terms = {
-        "content": (self.content_weight, objective.layer_weights(
+        "content": (self.alpha, objective.layer_weights(
             c_layers, self.content_layer_weights, 1.0, "content"),
             objective.content_target(bb, params, content, c_layers)),
         "style": (self.style_weight, objective.layer_weights(

@@ -13,10 +13,20 @@ matrix for the image being optimised, P^l the content image's, A^l the style ima
             Dosovitskiy & Brox 2016, eqs. 2 and 4; ``jnst.video``)
 * total     L = α L_content + β L_style + γ L_tv                             (eq. 7)
 
-These paper normalisations are the defaults (``variant="paper"``). ``variant="mean"``
+``variant="paper"`` is these normalisations exactly. ``variant="mean"``
 instead averages: content mean((F-P)²), style mean((G-A)²)/(N_l M_l)² — the same style term
 up to the constant 4, content divided by N_l M_l / 2 — which keeps the terms of similar size
 across image sizes (the style of many PyTorch tutorials).
+
+``variant="invariant"`` (the experiments' default, ``DEFAULT_VARIANT``): content
+1/(2 N_l M_l) Σ (F - P)² (the paper's per element: its mean), style exactly the paper's, TV
+per pixel (Σ of squared neighbour differences / (H W)).
+The paper's content term grows with the pixel count (M_l) while its style term does not (G
+grows like M_l, and 1/M_l² cancels it), so one α/β is a different picture at 128 px and at
+1024 px; here both are per element, and one α/β means the same balance at every size
+(BENCHMARKS.md, "The look of the defaults"). The style term and its layer balance are the
+paper's, so β and the other terms (matting, temporal) keep their meaning; α and γ are in new
+units (``DEFAULT_WEIGHTS``).
 
 A *term* is ``term(feats, image, target, layer_weights, variant) -> scalar``: ``feats`` the
 backbone's {layer: (1, H, W, C)} of the image, ``image`` the image (H, W, 3) in RGB 0-255
@@ -36,13 +46,23 @@ import jax.numpy as jnp
 import jnst.matting as matting_lib
 from jnst.errors import JnstError
 
-VARIANTS = ("paper", "mean")
+VARIANTS = ("paper", "mean", "invariant")
+DEFAULT_VARIANT = "invariant"
+# Default loss weights (α content, β style) per variant: the paper's α/β = 1e-3 for "paper"
+# and "mean"; for "invariant" chosen with ``jnst.bench.look`` on three pairs at 128 and 256 px
+# (BENCHMARKS.md, "The look of the defaults"). γ (TV) defaults to 0 for every variant.
+DEFAULT_WEIGHTS = {"paper": (1.0, 1e3), "mean": (1.0, 1e3), "invariant": (3e5, 1e3)}
 
 
 def check_variant(variant: str) -> str:
   if variant not in VARIANTS:
-    raise JnstError(f"unknown loss variant {variant!r}: use paper or mean")
+    raise JnstError(f"unknown loss variant {variant!r}: use paper, mean or invariant")
   return variant
+
+
+def default_weights(variant: str) -> tuple[float, float]:
+  """(α, β): the default content and style loss weights of ``variant``."""
+  return DEFAULT_WEIGHTS[check_variant(variant)]
 
 
 def gram(f: jax.Array, norm: str = "none") -> jax.Array:
@@ -87,18 +107,27 @@ _gram.defvjp(_gram_fwd, _gram_bwd)
 
 
 def content_layer_loss(f: jax.Array, p: jax.Array, variant: str = "paper") -> jax.Array:
-  """Paper: 1/2 Σ (F - P)²; mean: mean((F - P)²)."""
+  """Paper: 1/2 Σ (F - P)²; mean: mean((F - P)²); invariant: 1/2 mean((F - P)²)."""
   d = jnp.square(f - p)
-  return 0.5 * jnp.sum(d) if check_variant(variant) == "paper" else jnp.mean(d)
+  variant = check_variant(variant)
+  if variant == "invariant":
+    return 0.5 * jnp.mean(d)
+  return 0.5 * jnp.sum(d) if variant == "paper" else jnp.mean(d)
 
 
 def style_layer_loss(f: jax.Array, a: jax.Array, variant: str = "paper") -> jax.Array:
   """E_l for features ``f`` (..., H, W, C) against the target Gram ``a`` (C, C) (raw,
-  unnormalised, from ``gram(style_features)``). Paper: Σ (G - A)² / (4 N² M²)."""
+  unnormalised, from ``gram(style_features)``). Paper and invariant: Σ (G - A)² / (4 N² M²);
+  mean: Σ (G - A)² / (N² (N M)²)."""
   h, w, c = f.shape[-3:]
   d = jnp.sum(jnp.square(gram(f) - a))
-  paper = check_variant(variant) == "paper"
+  paper = paper_style(variant)
   return d / (4.0 * c * c * (h * w) ** 2 if paper else float(c * c) * (c * h * w) ** 2)
+
+
+def paper_style(variant: str) -> bool:
+  """Whether ``variant``'s style terms are normalised as the paper's (paper, invariant)."""
+  return check_variant(variant) != "mean"
 
 
 def tv_loss(x: jax.Array) -> jax.Array:
@@ -129,8 +158,11 @@ def style(feats: Mapping, image, target: Mapping, layer_weights: Mapping, varian
 
 
 def tv(feats: Mapping, image, target, layer_weights: Mapping, variant: str):
-  """L_tv of the image in RGB 0-255 steps; no target, no layers."""
-  del feats, target, layer_weights, variant
+  """L_tv of the image in RGB 0-255 steps; no target, no layers. Variant "invariant": per
+  pixel, L_tv / (H W), so γ means the same at every size."""
+  del feats, target, layer_weights
+  if check_variant(variant) == "invariant":
+    return tv_loss(image) / (image.shape[-3] * image.shape[-2])
   return tv_loss(image)
 
 

@@ -45,10 +45,13 @@ Caffe VGG, V = (x + mean) / 255 and ∂/∂x = (2λ/255) L V). With the paper no
 not change with the image size (the Gram style term does not grow with it). Luan et al.'s code
 (neural-style normalisation = our ``variant="mean"``, α = 5, β = 100 per style layer, their
 gradient λ L V / 256 with V = x/256) is, in our units, ``--variant=mean --content_weight=5
---style_weight=500 --matting_weight=5e3`` (λ/2; β × 5 because our w_l = 1/5). With our default
-paper units (α = 1, β = 1e3), the same content-to-matting balance is λ ≈ 4000 · H·W (H·W the
-pixel count: relu4_2 has 8 H·W entries and their α is on the mean), about 2e8 at 256×192;
-``PHOTOREAL_WEIGHT`` is the λ chosen by measurement (BENCHMARKS.md "Photorealism").
+--style_weight=500 --matting_weight=5e3`` (λ/2; β × 5 because our w_l = 1/5). With the
+paper units (``variant="paper"``, α = 1, β = 1e3), the same content-to-matting balance is
+λ ≈ 4000 · H·W (H·W the pixel count: relu4_2 has 8 H·W entries and their α is on the
+mean), about 2e8 at 256×192;
+``PHOTOREAL_WEIGHT`` is the λ chosen by measurement (BENCHMARKS.md "Photorealism"), in paper
+units; the default "invariant" normalisation keeps the style term, so λ's balance with the
+style is the same there (its content term is per element: α·content is smaller).
 """
 
 from __future__ import annotations

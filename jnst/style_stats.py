@@ -220,7 +220,7 @@ class StyleStats:
   def loss(self, f: jax.Array, variant: str) -> jax.Array:
     """This layer's style loss for features ``f`` (1, H, W, N) (``losses.style`` calls it)."""
     h, w, n = f.shape[-3:]
-    s, paper = self.stats, losses.check_variant(variant) == "paper"
+    s, paper = self.stats, losses.paper_style(variant)
     if self.kind == "gram":
       m = h * w
       d = jnp.sum(jnp.square(masked_gram(f, self.masks) - m * s["moment"]), axis=(-2, -1))

@@ -114,7 +114,9 @@ def test_problem_terms_and_data(random_params):
     assert set(data["targets"]) == terms - {"tv"}
     assert problems[k].shape == ((40, 32, 3) if k == "synthesize" else (32, 32, 3))
   lw = problems["stylize"].data["loss_weights"]
-  assert (float(lw["content"]), float(lw["style"]), float(lw["tv"])) == (1.0, 1e3, 2.0)
+  # α: the default variant's ("invariant", jnst.losses.DEFAULT_WEIGHTS); the paper's is 1.
+  alpha = losses.DEFAULT_WEIGHTS["invariant"][0]
+  assert (float(lw["content"]), float(lw["style"]), float(lw["tv"])) == (alpha, 1e3, 2.0)
   assert {l: float(w) for l, w in problems["stylize"].data["layer_weights"]["style"].items()} == {
       "relu1_1": 0.5, "relu2_1": 0.5}
   assert list(problems["reconstruct"].data["targets"]["content"]) == ["relu2_1"]

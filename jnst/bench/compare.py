@@ -60,7 +60,8 @@ def measure(name: str, params, content: np.ndarray, style: np.ndarray, cfg: Comp
             log: Callable[[str], None] = print) -> tuple[dict, np.ndarray]:
   """(record, RGB result) of one backbone on the pair (module docstring)."""
   opt = optimize.OptConfig(steps=cfg.steps, chunk=min(cfg.steps, 50))
-  scfg = experiments.StylizeConfig(backbone=name, opt=opt).validate()
+  scfg = experiments.StylizeConfig(backbone=name, opt=opt,  # BENCHMARKS.md: paper units.
+                                   variant="paper").validate()
   problem = scfg.build(params, experiments.Inputs(content, (style,)))
   x0 = problem.init_x
   vg = jax.jit(jax.value_and_grad(problem.objective, has_aux=True))

@@ -48,7 +48,8 @@ def climbs(history) -> int:
 def curves(params, content, style, steps: int, x0=None, rules=RULES, torch_too=True) -> dict:
   """{"torch": loss history, "jnst_<rules>": loss history, ...; "skipped_pairs": n} from
   ``x0`` (network space, (H, W, 3); default: the content image)."""
-  cfg = experiments.StylizeConfig(opt=optimize.OptConfig(steps=steps, chunk=min(50, steps)))
+  cfg = experiments.StylizeConfig(opt=optimize.OptConfig(steps=steps, chunk=min(50, steps)),
+                                  variant="paper")  # BENCHMARKS.md: paper units.
   problem = cfg.build(params, experiments.Inputs(content, (style,)))
   x0 = problem.init_x if x0 is None else x0
   out = {}
@@ -98,7 +99,7 @@ def main(argv=None) -> dict:
   x0 = None
   rec = {"size": a.size, "shape": list(content.shape), "from_side": a.from_side}
   if a.from_side:
-    cfg = experiments.StylizeConfig(opt=optimize.OptConfig(steps=a.from_steps))
+    cfg = experiments.StylizeConfig(opt=optimize.OptConfig(steps=a.from_steps), variant="paper")
     at = pyramid.resizer(experiments.Inputs(content, (style,)))(a.from_side)
     _, coarse = experiments.run(cfg, params, at)
     x0 = pyramid.resize(coarse.x, content.shape[:2], "cubic")

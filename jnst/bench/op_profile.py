@@ -243,7 +243,7 @@ def profile_size(params, content_path, style_path, size: int, repeats: int, chun
   from jnst.bench import suite
   from jnst.experiments import Inputs, StylizeConfig
   content, style = suite.load_pair(content_path, style_path, size)
-  scfg = StylizeConfig(backbone=backbone).validate()
+  scfg = StylizeConfig(backbone=backbone, variant="paper").validate()  # As the benchmark.
   problem = scfg.build(params, Inputs(content, (style,)))
   out = {"size": size, "hw": list(content.shape[:2])}
   if "jax" in frameworks:

@@ -96,8 +96,8 @@ def main(argv):
   params = experiments.StylizeConfig().get_backbone().load(F.weights)
   content = images.load_image(F.content, F.size)
   style = images.load_image(F.style, F.size)
-  cfg = experiments.StylizeConfig(
-      content_weight=F.content_weight, style_weight=F.style_weight,
+  cfg = experiments.StylizeConfig(  # Measured with the paper's normalisation (BENCHMARKS.md).
+      variant="paper", content_weight=F.content_weight, style_weight=F.style_weight,
       opt=optimize.OptConfig(steps=F.steps, chunk=F.steps)).validate()
   out = Path(F.output_dir)
   out.mkdir(parents=True, exist_ok=True)

@@ -38,11 +38,11 @@ def _halves(h: int, w: int) -> np.ndarray:
 def problems(params, content, style, steps: int = 1) -> dict:
   """name -> Problem: the three style losses, and the Gram loss with two mask regions."""
   opt = optimize.OptConfig(steps=steps, chunk=steps)
-  out = {k: experiments.StylizeConfig(style_loss=k, opt=opt).build(
+  out = {k: experiments.StylizeConfig(style_loss=k, opt=opt, variant="paper").build(
       params, experiments.Inputs(content, (style,))) for k in style_stats.KINDS}
-  out["gram, 2 regions"] = experiments.StylizeConfig(opt=opt).build(params, experiments.Inputs(
-      content, (style,), content_mask=_halves(*content.shape[:2]),
-      style_masks=(_halves(*style.shape[:2]),)))
+  out["gram, 2 regions"] = experiments.StylizeConfig(opt=opt, variant="paper").build(
+      params, experiments.Inputs(content, (style,), content_mask=_halves(*content.shape[:2]),
+                                 style_masks=(_halves(*style.shape[:2]),)))
   return out
 
 

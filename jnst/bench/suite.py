@@ -371,7 +371,7 @@ def _main_suite(rec: Recorder, params, content_path, style_path, cfg: BenchConfi
     gflops = timing.jax_matmul_peak_gflops(cfg.matmul_n)
     rec.add("jax", 0, "matmul_peak_gflops", gflops, "GFLOP/s",
             f"{cfg.matmul_n}^2 float32 matmul, default precision")
-  scfg = StylizeConfig(backbone=cfg.backbone).validate()
+  scfg = StylizeConfig(backbone=cfg.backbone, variant="paper").validate()  # Paper units, as before.
   sizes = list(cfg.sizes) + ([seed_size] if seed_size and seed_size not in cfg.sizes else [])
   shapes = {}
   for size in sizes:

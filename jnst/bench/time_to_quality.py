@@ -100,7 +100,8 @@ def main(argv=None) -> dict:
   params = vgg.VGG19.load(a.weights)
   content = images.load_image(a.content, a.size)
   style = images.load_image(a.style, a.size)
-  cfg = experiments.StylizeConfig(opt=optimize.OptConfig(steps=a.steps, chunk=50))
+  cfg = experiments.StylizeConfig(opt=optimize.OptConfig(steps=a.steps, chunk=50),
+                                 variant="paper")  # BENCHMARKS.md figures: paper units.
   rec = {"size": a.size, "shape": list(content.shape), "content": a.content, "style": a.style}
   if a.torch_threads:
     from jnst.bench import torch_ref

@@ -174,15 +174,18 @@ def gram(f):
 
 
 def style_layer_loss(f, a, variant: str = "paper"):
-  """Σ (G - A)² / (4 N² M²) (paper) or / (N² (N M)²) (mean), summed over the batch."""
+  """Σ (G - A)² / (4 N² M²) (paper, invariant) or / (N² (N M)²) (mean), summed over the
+  batch."""
   _, c, h, w = f.shape
   d = ((gram(f) - a) ** 2).sum()
-  scale = 4.0 * c * c * (h * w) ** 2 if variant == "paper" else float(c * c) * (c * h * w) ** 2
+  scale = 4.0 * c * c * (h * w) ** 2 if variant != "mean" else float(c * c) * (c * h * w) ** 2
   return d / scale
 
 
 def content_layer_loss(f, p, variant: str = "paper"):
   d = (f - p) ** 2
+  if variant == "invariant":  # Per element of one image; summed over a stacked batch.
+    return 0.5 * d.sum() / d[0].numel()
   return 0.5 * d.sum() if variant == "paper" else d.mean()
 
 
@@ -212,7 +215,8 @@ class TorchGatys:
     s = sum(w["style_layers"][l] * style_layer_loss(feats[l], a, self.variant)
             for l, a in self.style.items()) if self.style else zero
     rgb255 = x * (255.0 * self.net.std)[:, None, None]  # TV in RGB 0-255 steps, as jnst.
-    terms = {"content": w["content"] * c, "style": w["style"] * s, "tv": w["tv"] * tv_loss(rgb255)}
+    tv = tv_loss(rgb255) / (x.shape[-2] * x.shape[-1] if self.variant == "invariant" else 1)
+    terms = {"content": w["content"] * c, "style": w["style"] * s, "tv": w["tv"] * tv}
     return terms["content"] + terms["style"] + terms["tv"], terms
 
 
@@ -258,7 +262,7 @@ def stylize_problem(params, content, styles: Sequence, cfg: StylizeConfig,
   cw = cfg.content_layer_weights or [1.0] * len(c_layers)
   sw = cfg.style_layer_weights or [1.0 / len(s_layers)] * len(s_layers)
   scales = scales_for(bb, cfg.variant)
-  weights = {"content": cfg.content_weight * scales.get("content", 1.0),
+  weights = {"content": cfg.alpha * scales.get("content", 1.0),
              "style": cfg.style_weight * scales.get("style", 1.0), "tv": cfg.tv_weight,
              "content_layers": dict(zip(c_layers, cw)), "style_layers": dict(zip(s_layers, sw))}
   loss = TorchGatys(net, tuple(dict.fromkeys(c_layers + s_layers)), content_t, style_t,
