@@ -63,6 +63,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import jnst.batched as batched
 import jnst.experiments as experiments
 import jnst.flow as flow
+import jnst.lbfgs as lbfgs
 import jnst.objective as objective
 import jnst.optimize as optimize
 from jnst.errors import JnstError
@@ -535,17 +536,27 @@ def carry_state(fresh: optimize.State, prev: optimize.State, value=None,
   new pass's targets (one evaluation, counted in ``evals``), needed by L-BFGS only (Adam:
   None, nothing evaluated).
 
-  L-BFGS (optax): the history of curvature pairs (s, y) is kept, and the remembered
+  L-BFGS (``jnst.lbfgs``, torch's rules): the accepted pairs are kept and the remembered
+  step and gradient are set to s_last and grad − y_last, so that the pass's first update
+  adds the last accepted pair again (not a pair across the jump to x0 and the change of
+  target); a member with no accepted pair yet starts afresh. L-BFGS (optax): the history of curvature pairs (s, y) is kept, and the remembered
   iterate and gradient are set to x0 − s_last and grad − y_last, so that the first step
   of the pass adds the last pair again (a BFGS update with a pair already satisfied changes
   nothing) rather than a pair across the jump to x0 and the change of target, and the
   initial scaling ⟨s, y⟩/⟨y, y⟩ stays the last pair's; the line search starts from
   ``value``/``grad`` at x0. A member with fewer than 2 steps so far starts afresh. Adam:
   the moments and count are kept."""
+  def parts(opt):  # jnst.lbfgs's state is one NamedTuple; optax's chains are tuples.
+    return (opt,) if isinstance(opt, lbfgs.LBFGSState) else tuple(opt)
+
   def one(new_opt, old_opt, v, g, x0):
     out = []
-    for new, old in zip(new_opt, old_opt):
-      if isinstance(new, optax.ScaleByLBFGSState):
+    for new, old in zip(parts(new_opt), parts(old_opt)):
+      if isinstance(new, lbfgs.LBFGSState):
+        i = (old.stored - 1) % old.rho.shape[0]
+        carried = old._replace(update=old.s[i], grad=g - old.y[i])
+        new = jax.tree.map(lambda a, b: jnp.where(old.stored >= 1, a, b), carried, new)
+      elif isinstance(new, optax.ScaleByLBFGSState):
         m = old.weights_memory.shape[0]
         i = (old.count - 2) % m
         s, y = old.diff_params_memory[i], old.diff_updates_memory[i]
@@ -556,10 +567,10 @@ def carry_state(fresh: optimize.State, prev: optimize.State, value=None,
       elif isinstance(new, optax.ScaleByAdamState):
         new = old
       out.append(new)
-    return tuple(out)
+    return out[0] if isinstance(new_opt, lbfgs.LBFGSState) else tuple(out)
 
   if grad is None:
-    if any(isinstance(o, optax.ScaleByLBFGSState) for o in fresh.opt):
+    if any(isinstance(o, (optax.ScaleByLBFGSState, lbfgs.LBFGSState)) for o in parts(fresh.opt)):
       raise ValueError("carrying L-BFGS needs the loss and gradient at x0")
     value = grad = jnp.zeros(fresh.x.shape[:1], jnp.float32)
     counted = 0

@@ -38,7 +38,7 @@ def weighted_terms(problem, x):
 def test_stylize_from_noise_lowers_both_terms(random_params, optimizer):
   content, style = images()
   cfg = experiments.StylizeConfig(content_layers=("relu2_1",), style_layers=SHALLOW,
-                                  init="noise", style_weight=10.0,
+                                  init="noise", style_weight=10.0, variant="paper",  # Its units.
                                   opt=opt(25, optimizer=optimizer,
                                           learning_rate=1.0 if optimizer == "lbfgs" else 5.0))
   problem = cfg.build(random_params, experiments.Inputs(content, (style,)))

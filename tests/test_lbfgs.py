@@ -181,7 +181,7 @@ def test_tiny_style_problem_reaches_torchs_loss():
   params = vgg.VGG19.init_random(jax.random.key(1), scale=0.8)
   rng = np.random.default_rng(0)
   content, style = (rng.uniform(size=(32, 32, 3)).astype(np.float32) for _ in range(2))
-  cfg = dataclasses.replace(StylizeConfig(), style_layers=("relu1_1", "relu2_1"),
+  cfg = dataclasses.replace(StylizeConfig(variant="paper"), style_layers=("relu1_1", "relu2_1"),
                             content_layers=("relu2_2",))
   opt = OptConfig(steps=15, chunk=15)
   tl, xc = torch_ref.stylize_problem(params, content, [style], cfg)

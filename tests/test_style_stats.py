@@ -329,7 +329,11 @@ def test_seeds_batch_with_masked_wasserstein_targets(random_params, pair):
   from jnst import batched
   c, s = pair
   cfg = experiments.StylizeConfig(style_loss="wasserstein", init="noise", style_layers=("relu1_1",),
-                                  content_layers=("relu1_1",), opt=optimize.OptConfig(steps=2, chunk=2))
+                                  content_layers=("relu1_1",),
+                                  # Adam: L-BFGS's tiny first step (torch's rules) turns compile
+                                  # rounding into 0.3 % by step 2 (BENCHMARKS, "L-BFGS per evaluation").
+                                  opt=optimize.OptConfig(steps=2, chunk=2, optimizer="adam",
+                                                         learning_rate=1.0))
   problem = cfg.build(random_params, experiments.Inputs(
       c, (s,), content_mask=two_colour(24, 32, 10), style_masks=(two_colour(20, 20, 12),)))
   res = batched.run_seeds(problem, [0, 1], cfg.opt, members_per_batch=2)

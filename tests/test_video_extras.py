@@ -261,7 +261,8 @@ def test_script_refuses_up_front(tmp_path, clip_files, args, message):
   assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
-def test_carried_lbfgs_state_keeps_its_curvature():
+@pytest.mark.parametrize("rules", ["torch", "optax"])
+def test_carried_lbfgs_state_keeps_its_curvature(rules):
   """A separable quadratic whose target moves between passes (as the temporal target
   does; the curvature stays): L-BFGS carried over (``video.carry_state``) keeps its history
   and its first step gets far closer to the new minimum than a restarted one."""
@@ -270,7 +271,8 @@ def test_carried_lbfgs_state_keeps_its_curvature():
   def loss_fn(x, d):
     return jnp.sum(a * (x - d) ** 2), {}
 
-  cfg = optimize.OptConfig(steps=8, learning_rate=1.0, lbfgs_memory=10).validate()
+  cfg = optimize.OptConfig(steps=8, learning_rate=1.0, lbfgs_memory=10,
+                           lbfgs_rules=rules).validate()
   step = jax.jit(jax.vmap(optimize.make_step(loss_fn, cfg), in_axes=(0, 0)))
   init = jax.jit(jax.vmap(lambda x: optimize.init_state(x, cfg)))
   state = init(jnp.array([[3.0, -2.0, 1.0], [0.5, 0.5, 0.5]]))
@@ -280,16 +282,27 @@ def test_carried_lbfgs_state_keeps_its_curvature():
   new_loss = jax.vmap(lambda x, d: loss_fn(x, d)[0])
   value, grad = jax.vmap(jax.value_and_grad(lambda x, d: loss_fn(x, d)[0]))(state.x, moved)
   carried = video.carry_state(init(state.x), state, value, grad)
-  lb_old, lb_new = state.opt[0], carried.opt[0]
-  np.testing.assert_array_equal(lb_new.diff_params_memory, lb_old.diff_params_memory)
+  first = (lambda o: o) if rules == "torch" else (lambda o: o[0])
+  lb_old, lb_new = first(state.opt), first(carried.opt)
   np.testing.assert_array_equal(lb_new.count, lb_old.count)
-  s_last = np.asarray(lb_old.diff_params_memory)[:, 2]  # The 4th step's pair: slot 2.
-  np.testing.assert_allclose(lb_new.params, np.asarray(state.x) - s_last, rtol=1e-6)
+  if rules == "optax":
+    np.testing.assert_array_equal(lb_new.diff_params_memory, lb_old.diff_params_memory)
+    s_last = np.asarray(lb_old.diff_params_memory)[:, 2]  # The 4th step's pair: slot 2.
+    np.testing.assert_allclose(lb_new.params, np.asarray(state.x) - s_last, rtol=1e-6)
+  else:  # jnst.lbfgs: the last accepted pair is taken again by the first update.
+    np.testing.assert_array_equal(lb_new.s, lb_old.s)
+    last = (np.asarray(lb_old.stored) - 1) % 10
+    rows = np.arange(2)
+    np.testing.assert_array_equal(lb_new.update, np.asarray(lb_old.s)[rows, last])
+    np.testing.assert_allclose(lb_new.grad, np.asarray(grad) - np.asarray(lb_old.y)[rows, last],
+                               rtol=1e-6)
   assert np.all(np.asarray(carried.evals) == 1)
   one, _ = step(carried, moved)
   restarted, _ = step(init(state.x), moved)
   after, fresh = np.asarray(new_loss(one.x, moved)), np.asarray(new_loss(restarted.x, moved))
-  assert np.all(after < fresh) and after[0] < 0.1 * fresh[0], (after, fresh)
+  # optax's fixed first step is long, torch's short (min(1, 1/|g|_1)): a restart costs more there.
+  gain = 0.1 if rules == "optax" else 0.5
+  assert np.all(after < fresh) and after[0] < gain * fresh[0], (after, fresh)
 
 
 def test_batch_mode_carries_the_optimiser_across_passes(random_params, pan):
