@@ -77,6 +77,48 @@ class InstanceNorm(nn.Module):
     return instance_norm(x, scale, bias)
 
 
+def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+  """VALID cross-correlation, (N, H, W, Cin) x (k, k, Cin, Cout) -> (N, H', W', Cout).
+
+  XLA:CPU's conv kernels run few-channel convs several times slower than a matmul of the
+  same FLOPs (BENCHMARKS.md, "Feed-forward"), so two stride-1 cases are matmuls: a conv that
+  narrows the channels (Cout < Cin: the last layers) is one matmul to all k·k·Cout tap
+  outputs per pixel followed by k·k shifted adds; the RGB input conv (Cin <= 4) takes a row's
+  k input taps as channels and adds k row-shifted matmul outputs. Same numbers up to float32
+  summation order."""
+  kh, kw, cin, cout = kernel.shape
+  ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+  if stride == 1 and cin <= 4 < cout:  # The RGB input: the kw taps of a row as channels.
+    rows = jnp.concatenate([x[:, :, j:j + wo, :] for j in range(kw)], axis=-1)
+    taps = rows @ kernel.transpose(1, 2, 0, 3).reshape(kw * cin, kh * cout)
+    taps = taps.reshape(x.shape[:2] + (wo, kh, cout))
+    return sum(taps[:, i:i + ho, :, i, :] for i in range(kh))
+  if stride != 1 or cout >= cin:
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "VALID",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  taps = x @ kernel.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout)
+  taps = taps.reshape(x.shape[:3] + (kh, kw, cout))
+  return sum(taps[:, i:i + ho, j:j + wo, i, j, :] for i in range(kh) for j in range(kw))
+
+
+class _Conv(nn.Module):
+  """``nn.Conv(features, (k, k), stride, padding="VALID")``'s params (kernel HWIO,
+  LeCun-normal; bias zeros when ``use_bias``), computed by ``conv_valid``."""
+  features: int
+  kernel: int
+  stride: int = 1
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.param("kernel", nn.initializers.lecun_normal(),
+                   (self.kernel, self.kernel, x.shape[-1], self.features))
+    y = conv_valid(x, k.astype(x.dtype), self.stride)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(y.dtype)
+    return y
+
+
 class ConvLayer(nn.Module):
   """Reflection pad k // 2, then a k×k conv with ``stride`` (VALID); with a bias only when
   ``use_bias`` (a conv followed by instance norm has none: the norm subtracts it again)."""
@@ -88,8 +130,7 @@ class ConvLayer(nn.Module):
   @nn.compact
   def __call__(self, x):
     x = reflect_pad(x, self.kernel // 2)
-    return nn.Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
-                   padding="VALID", use_bias=self.use_bias, name="conv")(x)
+    return _Conv(self.features, self.kernel, self.stride, self.use_bias, name="conv")(x)
 
 
 class ConvNormRelu(nn.Module):

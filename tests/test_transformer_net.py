@@ -71,3 +71,25 @@ def test_torch_parity(h, w):
   got = np.asarray(jax.jit(tn.apply, static_argnums=(2, 3))(params, jnp.asarray(x), 8, 2))
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("cin,cout,k,stride", [
+    (3, 32, 9, 1),    # the RGB input conv: row taps as channels
+    (32, 3, 9, 1),    # the output conv: narrowing, one matmul + shifted adds
+    (64, 32, 3, 1),   # narrowing 3x3
+    (32, 64, 3, 2),   # strided: lax's conv
+    (16, 16, 3, 1),   # same width: lax's conv
+])
+def test_conv_valid_matches_lax(cin, cout, k, stride):
+  with jax.enable_x64():
+    x = jax.random.normal(jax.random.key(0), (2, 13, 11, cin), jnp.float64)
+    kernel = jax.random.normal(jax.random.key(1), (k, k, cin, cout), jnp.float64)
+    ref = lambda x, w: jax.lax.conv_general_dilated(x, w, (stride, stride), "VALID",
+                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    got = lambda x, w: tn.conv_valid(x, w, stride)
+    y_ref, vjp_ref = jax.vjp(ref, x, kernel)
+    y, vjp = jax.vjp(got, x, kernel)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    g = jax.random.normal(jax.random.key(2), y.shape, jnp.float64)
+    for a, b in zip(vjp(g), vjp_ref(g)):
+      np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-11)
