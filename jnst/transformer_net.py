@@ -45,6 +45,7 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 MIN_SIDE = 8
 EPS = 1e-5
@@ -77,58 +78,183 @@ class InstanceNorm(nn.Module):
     return instance_norm(x, scale, bias)
 
 
-def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
-  """VALID cross-correlation, (N, H, W, Cin) x (k, k, Cin, Cout) -> (N, H', W', Cout).
+def _lax_conv(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "VALID",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-  XLA:CPU's conv kernels run few-channel convs several times slower than a matmul of the
-  same FLOPs (BENCHMARKS.md, "Feed-forward"), so two stride-1 cases are matmuls: a conv that
-  narrows the channels (Cout < Cin: the last layers) is one matmul to all k·k·Cout tap
-  outputs per pixel followed by k·k shifted adds; the RGB input conv (Cin <= 4) takes a row's
-  k input taps as channels and adds k row-shifted matmul outputs. Same numbers up to float32
-  summation order."""
+
+def conv_blocks(x: jax.Array, kernel: jax.Array, block: int = 4) -> jax.Array:
+  """VALID stride-1 conv as a conv over ``block``×``block`` pixel blocks: the input
+  space-to-depth by ``block`` (Cin → block²·Cin channels), a kernel of ceil((block + k − 1) /
+  block) blocks a side mapping to block²·Cout channels (the k×k kernel placed at every
+  output offset inside a block, zeros elsewhere), then depth-to-space. For k = 9, block 4
+  that is a 3×3 conv 48 → 512 channels instead of a 9×9 conv 3 → 32: 1.78× the FLOPs, run
+  many times faster by XLA:CPU (few-channel convs are its slow case, BENCHMARKS.md), and its
+  autodiff is as fast. Inputs not a multiple of ``block`` are zero-padded at the bottom and
+  right and the output cropped."""
+  n, h, w, cin = x.shape
+  k, cout = kernel.shape[0], kernel.shape[-1]
+  ho, wo = h - k + 1, w - k + 1
+  s, nb = block, -(-(block + k - 1) // block)
+  bh, bw = -(-ho // s), -(-wo // s)
+  hp, wp = (bh + nb - 1) * s, (bw + nb - 1) * s
+  x = jnp.pad(x, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)))
+  x = x.reshape(n, hp // s, s, wp // s, s, cin).transpose(0, 1, 3, 2, 4, 5)
+  x = x.reshape(n, hp // s, wp // s, s * s * cin)
+  # Kernel tap of input block b, pixel p in it, for output pixel o of a block: b·s + p − o.
+  tap = np.arange(nb)[:, None, None] * s + np.arange(s)[:, None] - np.arange(s) + s - 1
+  kp = jnp.pad(kernel, ((s - 1, nb * s - k), (s - 1, nb * s - k), (0, 0), (0, 0)))
+  kb = kp[tap[:, :, :, None, None, None], tap[None, None, None]]  # (b, p, o, b', p', o', i, c)
+  kb = kb.transpose(0, 3, 1, 4, 6, 2, 5, 7).reshape(nb, nb, s * s * cin, s * s * cout)
+  y = _lax_conv(x, kb).reshape(n, bh, bw, s, s, cout).transpose(0, 1, 3, 2, 4, 5)
+  return y.reshape(n, bh * s, bw * s, cout)[:, :ho, :wo]
+
+
+def _narrowing_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """A stride-1 conv that narrows the channels as one matmul to all k·k·Cout tap outputs per
+  pixel, then k·k shifted adds."""
   kh, kw, cin, cout = kernel.shape
   ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-  if stride == 1 and cin <= 4 < cout:  # The RGB input: the kw taps of a row as channels.
-    rows = jnp.concatenate([x[:, :, j:j + wo, :] for j in range(kw)], axis=-1)
-    taps = rows @ kernel.transpose(1, 2, 0, 3).reshape(kw * cin, kh * cout)
-    taps = taps.reshape(x.shape[:2] + (wo, kh, cout))
-    return sum(taps[:, i:i + ho, :, i, :] for i in range(kh))
-  if stride != 1 or cout >= cin:
-    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "VALID",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
   taps = x @ kernel.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout)
   taps = taps.reshape(x.shape[:3] + (kh, kw, cout))
   return sum(taps[:, i:i + ho, j:j + wo, i, j, :] for i in range(kh) for j in range(kw))
 
 
+def _forward_of(fast, reference):
+  """``fast``'s forward with ``reference``'s gradient: two implementations of the same
+  function of (x, kernel), linear in each. Autodiff of the shifted-adds forms (k·k pads of a
+  full-size map) runs far slower than their forward, or than the reference's gradient."""
+
+  @jax.custom_vjp
+  def f(x, kernel):
+    return fast(x, kernel)
+
+  def backward(res, g):
+    return jax.vjp(reference, *res)[1](g)
+
+  f.defvjp(lambda x, kernel: (fast(x, kernel), (x, kernel)), backward)
+  return f
+
+
+_narrowing_big = _forward_of(_narrowing_taps, conv_blocks)
+_narrowing_small = _forward_of(_narrowing_taps, _lax_conv)
+
+
+def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+  """VALID cross-correlation, (N, H, W, Cin) x (k, k, Cin, Cout) -> (N, H', W', Cout).
+
+  XLA:CPU's conv kernels run few-channel convs several times slower than a matmul of the
+  same FLOPs (BENCHMARKS.md, "Feed-forward"), so the stride-1 few-channel cases take other
+  forms: the RGB input conv (Cin <= 4) is ``conv_blocks``; a conv that narrows the channels
+  (Cout < Cin: the output conv) is one matmul to every tap output plus shifted adds, with the
+  gradient of ``conv_blocks`` (k >= 5) or of lax's conv. Same numbers up to float32
+  summation order."""
+  kh, _, cin, cout = kernel.shape
+  if stride == 1 and cin <= 4 < cout:
+    return conv_blocks(x, kernel)
+  if stride != 1 or cout >= cin:
+    return _lax_conv(x, kernel, stride)
+  return (_narrowing_big if kh >= 5 else _narrowing_small)(x, kernel)
+
+
+# Nearest ×2 then a 3-tap conv, per output phase a (even / odd row) and tap offset u into the
+# edge-padded input: which of the kernel's 3 taps land there (``upsample_conv3``).
+_PHASE_TAPS = ((1, 0, 0), (0, 1, 1)), ((1, 1, 0), (0, 0, 1))
+
+
+def _phase_kernels(kernel: jax.Array) -> jax.Array:
+  """(3, 3, Cin, Cout) -> (2, 2, 2, 2, Cin, Cout): [row phase a, column phase b, row offset
+  u, column offset v] (offsets a + u, b + v into the edge-padded input)."""
+  taps = jnp.asarray(_PHASE_TAPS, kernel.dtype)
+  return jnp.einsum("aut,bvs,tsio->abuvio", taps, taps, kernel)
+
+
+def _interleave(y: jax.Array) -> jax.Array:
+  """(N, H, W, 2, 2, C) [.., row phase, column phase, ..] -> (N, 2H, 2W, C)."""
+  n, h, w, _, _, c = y.shape
+  return y.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, c)
+
+
+def _upsample_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  n, h, w, cin = x.shape
+  cout = kernel.shape[-1]
+  k16 = _phase_kernels(kernel).transpose(4, 0, 1, 2, 3, 5).reshape(cin, 16 * cout)
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+  t = (xp @ k16).reshape(n, h + 2, w + 2, 2, 2, 2, 2, cout)
+  y = [[sum(t[:, a + u:a + u + h, b + v:b + v + w, a, b, u, v] for u in (0, 1) for v in (0, 1))
+        for b in (0, 1)] for a in (0, 1)]
+  return _interleave(jnp.stack([jnp.stack(row, axis=3) for row in y], axis=3))
+
+
+def _upsample_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The phases as one 3×3 lax conv to 4·Cout channels (each phase's 2×2 kernel placed at
+  its offsets, zeros elsewhere)."""
+  n, h, w, cin = x.shape
+  cout = kernel.shape[-1]
+  ke = _phase_kernels(kernel)
+  k3 = jnp.zeros((3, 3, cin, 2, 2, cout), kernel.dtype)
+  for a in (0, 1):
+    for b in (0, 1):
+      k3 = k3.at[a:a + 2, b:b + 2, :, a, b, :].set(ke[a, b])
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+  return _interleave(_lax_conv(xp, k3.reshape(3, 3, cin, 4 * cout)).reshape(n, h, w, 2, 2, cout))
+
+
+_upsample_conv3 = _forward_of(_upsample_taps, _upsample_lax)
+
+
+def upsample_conv3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """``conv_valid(reflect_pad(nearest_x2(x), 1), kernel)`` for a 3×3 ``kernel``,
+  (N, H, W, Cin) -> (N, 2H, 2W, Cout), without building the upsampled map.
+
+  Reflecting a nearest-upsampled map by 1 is upsampling the edge-padded map (then cropping
+  1), so output row 2i+a (phase a) reads padded input rows i+a and i+a+1 only, through 2
+  sums of the kernel's 3 row taps (``_PHASE_TAPS``), and likewise for columns: 4 phases × 4
+  taps instead of 4 × 9 per input pixel. Forward: one matmul to all 16 tap outputs plus
+  shifted adds; gradient: that of the 4 phases as one lax conv. Same numbers up to float32
+  summation order."""
+  return _upsample_conv3(x, kernel)
+
+
 class _Conv(nn.Module):
   """``nn.Conv(features, (k, k), stride, padding="VALID")``'s params (kernel HWIO,
-  LeCun-normal; bias zeros when ``use_bias``), computed by ``conv_valid``."""
+  LeCun-normal; bias zeros when ``use_bias``), computed by ``conv_valid`` — or, with
+  ``upsample``, by ``upsample_conv3`` on the unpadded map before its nearest ×2."""
   features: int
   kernel: int
   stride: int = 1
   use_bias: bool = False
+  upsample: bool = False
 
   @nn.compact
   def __call__(self, x):
     k = self.param("kernel", nn.initializers.lecun_normal(),
                    (self.kernel, self.kernel, x.shape[-1], self.features))
-    y = conv_valid(x, k.astype(x.dtype), self.stride)
+    if self.upsample:
+      y = upsample_conv3(x, k.astype(x.dtype))
+    else:
+      y = conv_valid(x, k.astype(x.dtype), self.stride)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(y.dtype)
     return y
 
 
 class ConvLayer(nn.Module):
-  """Reflection pad k // 2, then a k×k conv with ``stride`` (VALID); with a bias only when
-  ``use_bias`` (a conv followed by instance norm has none: the norm subtracts it again)."""
+  """Nearest ×``upsample`` when asked, reflection pad k // 2, then a k×k conv with ``stride``
+  (VALID); with a bias only when ``use_bias`` (a conv followed by instance norm has none: the
+  norm subtracts it again)."""
   features: int
   kernel: int
   stride: int = 1
   use_bias: bool = False
+  upsample: int = 1
 
   @nn.compact
   def __call__(self, x):
+    if self.upsample == 2 and self.kernel == 3 and self.stride == 1:
+      return _Conv(self.features, 3, 1, self.use_bias, upsample=True, name="conv")(x)
+    if self.upsample > 1:
+      x = jnp.repeat(jnp.repeat(x, self.upsample, axis=1), self.upsample, axis=2)
     x = reflect_pad(x, self.kernel // 2)
     return _Conv(self.features, self.kernel, self.stride, self.use_bias, name="conv")(x)
 
@@ -142,9 +268,8 @@ class ConvNormRelu(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    if self.upsample > 1:
-      x = jnp.repeat(jnp.repeat(x, self.upsample, axis=1), self.upsample, axis=2)
-    x = ConvLayer(self.features, self.kernel, self.stride, name="layer")(x)
+    x = ConvLayer(self.features, self.kernel, self.stride, upsample=self.upsample,
+                  name="layer")(x)
     return nn.relu(InstanceNorm(name="norm")(x))
 
 

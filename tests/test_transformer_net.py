@@ -74,8 +74,10 @@ def test_torch_parity(h, w):
 
 
 @pytest.mark.parametrize("cin,cout,k,stride", [
-    (3, 32, 9, 1),    # the RGB input conv: row taps as channels
-    (32, 3, 9, 1),    # the output conv: narrowing, one matmul + shifted adds
+    (3, 32, 9, 1),    # the RGB input conv: conv_blocks
+    (3, 8, 5, 1),     # conv_blocks, an input not a multiple of the block
+    (32, 3, 9, 1),    # the output conv: narrowing, one matmul + shifted adds; conv_blocks' vjp
+    (12, 5, 3, 1),    # narrowing, small kernel: lax's vjp
     (64, 32, 3, 1),   # narrowing 3x3
     (32, 64, 3, 2),   # strided: lax's conv
     (16, 16, 3, 1),   # same width: lax's conv
@@ -89,6 +91,28 @@ def test_conv_valid_matches_lax(cin, cout, k, stride):
     got = lambda x, w: tn.conv_valid(x, w, stride)
     y_ref, vjp_ref = jax.vjp(ref, x, kernel)
     y, vjp = jax.vjp(got, x, kernel)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    g = jax.random.normal(jax.random.key(2), y.shape, jnp.float64)
+    for a, b in zip(vjp(g), vjp_ref(g)):
+      np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-11)
+
+
+@pytest.mark.parametrize("h, w, cin, cout", [(5, 7, 6, 4), (8, 8, 4, 8), (3, 9, 2, 3)])
+def test_upsample_conv3_is_nearest_x2_reflect_pad_conv(h, w, cin, cout):
+  """The phase decomposition equals upsampling, reflection padding and a 3x3 conv by lax, and
+  so do its gradients (float64)."""
+  with jax.enable_x64():
+    x = jax.random.normal(jax.random.key(0), (2, h, w, cin), jnp.float64)
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, cin, cout), jnp.float64)
+
+    def ref(x, k):
+      up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+      return jax.lax.conv_general_dilated(tn.reflect_pad(up, 1), k, (1, 1), "VALID",
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    y_ref, vjp_ref = jax.vjp(ref, x, kernel)
+    y, vjp = jax.vjp(tn.upsample_conv3, x, kernel)
+    assert y.shape == (2, 2 * h, 2 * w, cout)
     np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
     g = jax.random.normal(jax.random.key(2), y.shape, jnp.float64)
     for a, b in zip(vjp(g), vjp_ref(g)):
