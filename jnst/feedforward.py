@@ -20,12 +20,13 @@ leading axis; ``train_step`` ``vmap``s one network's update over it with its own
 data (loss weights and style Gram), sharing the batch, the backbone params and one compiled
 program. N = 1 is the single network. How the N updates run (``MEMBER_MAPS``): "vmap" batches them
 (on XLA:CPU every conv of the N networks becomes a grouped conv, ``feature_group_count=N``,
-which runs far slower than N plain convs: BENCHMARKS.md, "Feed-forward"); "map" runs them
-one after another inside the same compiled program (``jax.lax.map`` over the stacked
-params, plain convs) — measured far slower still on XLA:CPU (about 6x vmap's step, N = 2, 128 px;
-BENCHMARKS.md), so "auto" (the default) is "vmap" everywhere for now (``resolve_member_map``)
-and "map" stays an option to measure on other platforms. Both give the same params
-(``tests/test_feedforward_map.py``).
+which runs far slower than N plain convs: BENCHMARKS.md, "Feed-forward"); "unroll" writes the
+N updates out one after another in the same compiled program (plain convs; the loss network
+sees each member's batch in turn); "map" loops over them with ``jax.lax.map`` (plain convs in
+a loop body, measured slower still on XLA:CPU). "auto" (the default, ``resolve_member_map``)
+is "unroll" on CPU for N > 1 (N = 4 at 128 px: 0.85x the time of 4 single steps, vmap 1.6x)
+and "vmap" elsewhere (grouped convs are an accelerator's strength; not measured yet). All give
+the same params (``tests/test_feedforward_map.py``).
 Members come from several style images × the values of
 one swept loss weight (style-major), all starting from the same initial params.
 
@@ -59,7 +60,8 @@ import jnst.transformer_net as transformer_net
 from jnst.errors import JnstError
 
 AXIS = "batch"
-MEMBER_MAPS = ("auto", "vmap", "map")
+MEMBER_MAPS = ("auto", "vmap", "map", "unroll")
+STEP_MAPS = MEMBER_MAPS[1:]
 SWEEPABLE = {"content_weight": "content", "style_weight": "style", "tv_weight": "tv"}
 
 
@@ -230,22 +232,21 @@ def init_state(cfg: FFConfig, n: int) -> dict:
 
 
 def resolve_member_map(member_map: str, n: int, platform: str | None = None) -> str:
-  """"vmap" or "map" for N = ``n`` networks on ``platform`` (default: the default backend;
-  module docstring): "auto" is "vmap" (lax.map measured slower on XLA:CPU; no platform
-  measured where it wins yet)."""
+  """One of ``STEP_MAPS`` for N = ``n`` networks on ``platform`` (default: the default
+  backend; module docstring): "auto" is "unroll" on CPU for n > 1, else "vmap"."""
   if member_map not in MEMBER_MAPS:
-    raise JnstError(f"unknown member_map {member_map!r}: use auto, vmap or map")
+    raise JnstError(f"unknown member_map {member_map!r}: use {', '.join(MEMBER_MAPS)}")
   if member_map != "auto":
     return member_map
-  del n, platform  # The choice may depend on them once other platforms are measured.
-  return "vmap"
+  platform = platform or jax.default_backend()
+  return "unroll" if platform == "cpu" and n > 1 else "vmap"
 
 
 def step(state: dict, batch, shared, members, *, obj, net: tuple, learning_rate: float,
          member_map: str = "vmap"):
   """One Adam step of every network on ``batch``: (new state, {"loss": (N,), "terms":
-  {term: (N,)}}). Pure; ``train_step`` is its jitted, donated form. ``member_map``: "vmap"
-  or "map" (module docstring)."""
+  {term: (N,)}}). Pure; ``train_step`` is its jitted, donated form. ``member_map``: one of
+  ``STEP_MAPS`` (module docstring)."""
   tx = make_tx(learning_rate)
 
   def one(params, opt_state, member):
@@ -257,6 +258,10 @@ def step(state: dict, batch, shared, members, *, obj, net: tuple, learning_rate:
   args = (state["params"], state["opt_state"], members)
   if member_map == "map":
     params, opt_state, value, terms = jax.lax.map(lambda a: one(*a), args)
+  elif member_map == "unroll":
+    n = jax.tree.leaves(args[0])[0].shape[0]
+    rows = [one(*jax.tree.map(lambda a, k=k: a[k], args)) for k in range(n)]
+    params, opt_state, value, terms = jax.tree.map(lambda *a: jnp.stack(a), *rows)
   else:
     params, opt_state, value, terms = jax.vmap(one)(*args)
   return ({"step": state["step"] + 1, "params": params, "opt_state": opt_state},
@@ -267,10 +272,10 @@ def train_step(obj: objective.Objective, cfg: FFConfig, member_map: str = "vmap"
   """``step`` for ``cfg``'s network and learning rate, jitted with the state donated (its
   buffers are reused for the new state). Compiled once per (objective, network, learning
   rate, member map, shapes): loss weights and style targets are data, so configs that
-  differ only in them share the program. ``member_map``: "vmap" or "map" (resolve "auto"
-  first with ``resolve_member_map``)."""
-  if member_map not in ("vmap", "map"):
-    raise JnstError(f"member_map must be vmap or map here, got {member_map!r}")
+  differ only in them share the program. ``member_map``: one of ``STEP_MAPS`` (resolve
+  "auto" first with ``resolve_member_map``)."""
+  if member_map not in STEP_MAPS:
+    raise JnstError(f"member_map must be one of {', '.join(STEP_MAPS)} here, got {member_map!r}")
   return _train_step(obj, (cfg.width, cfg.num_res_blocks), float(cfg.learning_rate),
                      member_map)
 

@@ -38,7 +38,7 @@ class RunOptions:
   data_dir: folder of photos; output: directory; resume: continue from its newest checkpoint;
   *_every: steps between checkpoints / sample sheets / progress lines (0: only at the end);
   keep: checkpoints kept; hold_out: photos kept back for samples; sample_size: their max side
-  (None: image_size); member_map: how N networks' updates run, auto | vmap | map
+  (None: image_size); member_map: how N networks' updates run, auto | vmap | unroll | map
   (``feedforward.resolve_member_map``; the same result, a different speed)."""
   styles: tuple[str, ...]
   data_dir: str

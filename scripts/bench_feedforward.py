@@ -23,7 +23,7 @@ _NETWORKS = flags.DEFINE_list("networks", ["1", "2", "4"], "N networks per train
 _TRAIN_SIZE = flags.DEFINE_integer("train_size", 128, "Training crop side.", lower_bound=16)
 _BATCH = flags.DEFINE_integer("batch_size", 4, "Training batch.", lower_bound=1)
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed training steps per N.", lower_bound=1)
-_MAPS = flags.DEFINE_multi_enum("member_maps", ["vmap", "map"], ["vmap", "map"],
+_MAPS = flags.DEFINE_multi_enum("member_maps", ["vmap", "unroll"], ["vmap", "map", "unroll"],
                                 "How the N networks run (feedforward.MEMBER_MAPS).")
 _WEIGHTS = flags.DEFINE_string("weights", None, "VGG-19 weights file.")
 _BACKBONE = flags.DEFINE_string("backbone", "vgg19", "Loss network.")

@@ -46,9 +46,9 @@ _KEEP = F.DEFINE_integer("keep", 3, "Checkpoints kept.", lower_bound=1)
 _SAMPLE = F.DEFINE_integer("sample_every", 500, "Steps between sample sheets.", lower_bound=0)
 _LOG = F.DEFINE_integer("log_every", 50, "Steps between progress lines.", lower_bound=0)
 _HOLD = F.DEFINE_integer("hold_out", 2, "Photos held back for samples.", lower_bound=0)
-_MAP = F.DEFINE_enum("member_map", "auto", ["auto", "vmap", "map"], "N networks: vmap (batched; "
-                     "grouped convs), map (one after another, one program; slower on CPU); "
-                     "auto: vmap.")
+_MAP = F.DEFINE_enum("member_map", "auto", ["auto", "vmap", "unroll", "map"], "N networks: "
+                     "vmap (batched; grouped convs), unroll (written out one after another "
+                     "in one program), map (a lax.map loop); auto: unroll on CPU, else vmap.")
 _DIST = F.DEFINE_bool("distributed", False, "Multi-host: jax.distributed.initialize() first.")
 
 

@@ -126,15 +126,15 @@ def inference(sizes=(256, 512, 1024), repeats: int = 5, width: int = 32,
 
 def training(params, style: np.ndarray, ns=(1, 2, 4), size: int = 128, batch_size: int = 4,
              steps: int = 5, cfg: feedforward.FFConfig | None = None,
-             member_maps=("vmap", "map")) -> list[dict]:
+             member_maps=("vmap", "unroll")) -> list[dict]:
   """Training images/s for N networks in one step (a style_weight sweep of N values), each
-  member map of ``member_maps`` ("vmap", "map": ``feedforward.step``), median step time of
+  member map of ``member_maps`` (``feedforward.STEP_MAPS``), median step time of
   ``steps`` after the compiling one, on random ``size``-px batches. images/s counts
   images × networks (what N separate runs would have to match)."""
   cfg = cfg or feedforward.FFConfig()
   rows = []
   for n, member_map in itertools.product(ns, member_maps):
-    if n == 1 and member_map == "map" and "vmap" in member_maps:
+    if n == 1 and member_map != "vmap" and "vmap" in member_maps:
       continue  # One network: the same program either way.
     c = dataclasses.replace(cfg, image_size=size, batch_size=batch_size,
                             sweep=("style_weight", tuple(10.0 * (k + 1) for k in range(n))))
