@@ -79,8 +79,17 @@ class InstanceNorm(nn.Module):
 
 
 def _lax_conv(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
-  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "VALID",
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  """VALID conv by ``lax.conv_general_dilated``, asked for as a zero-padded conv and cropped:
+  XLA:CPU (jaxlib 0.10) sends padded convs to its fast conv kernels and VALID ones to a
+  slower path (3×3, 128 channels, 128² px: 3.4× slower; BENCHMARKS.md). Stride 1 pads k // 2
+  on each side and crops that ring; stride s pads k − 1 after, which keeps the VALID grid."""
+  k, n = kernel.shape[0], x.ndim - 2
+  ho, wo = [(d - k) // stride + 1 for d in x.shape[1:3]]
+  pad = [(k // 2, k // 2)] * n if stride == 1 else [(0, k - 1)] * n
+  y = jax.lax.conv_general_dilated(x, kernel, (stride, stride), pad,
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  o = k // 2 if stride == 1 else 0
+  return y[:, o:o + ho, o:o + wo]
 
 
 def conv_blocks(x: jax.Array, kernel: jax.Array, block: int = 4) -> jax.Array:
@@ -187,17 +196,14 @@ def _upsample_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _upsample_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """The phases as one 3×3 lax conv to 4·Cout channels (each phase's 2×2 kernel placed at
-  its offsets, zeros elsewhere)."""
-  n, h, w, cin = x.shape
-  cout = kernel.shape[-1]
+  """The 4 phases as 4 lax convs with 2×2 kernels."""
+  _, h, w, _ = x.shape
   ke = _phase_kernels(kernel)
-  k3 = jnp.zeros((3, 3, cin, 2, 2, cout), kernel.dtype)
-  for a in (0, 1):
-    for b in (0, 1):
-      k3 = k3.at[a:a + 2, b:b + 2, :, a, b, :].set(ke[a, b])
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-  return _interleave(_lax_conv(xp, k3.reshape(3, 3, cin, 4 * cout)).reshape(n, h, w, 2, 2, cout))
+  y = [[jax.lax.conv_general_dilated(xp[:, a:a + h + 1, b:b + w + 1], ke[a, b], (1, 1),
+                                     ((0, 1), (0, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        [:, :h, :w] for b in (0, 1)] for a in (0, 1)]
+  return _interleave(jnp.stack([jnp.stack(row, axis=3) for row in y], axis=3))
 
 
 _upsample_conv3 = _forward_of(_upsample_taps, _upsample_lax)
@@ -211,7 +217,8 @@ def upsample_conv3(x: jax.Array, kernel: jax.Array) -> jax.Array:
   1), so output row 2i+a (phase a) reads padded input rows i+a and i+a+1 only, through 2
   sums of the kernel's 3 row taps (``_PHASE_TAPS``), and likewise for columns: 4 phases × 4
   taps instead of 4 × 9 per input pixel. Forward: one matmul to all 16 tap outputs plus
-  shifted adds; gradient: that of the 4 phases as one lax conv. Same numbers up to float32
+  shifted adds; gradient: that of the 4 phases as 4 lax convs (2×2 kernels, zero-padded
+  after and cropped: ``_lax_conv``'s fast path). Same numbers up to float32
   summation order."""
   return _upsample_conv3(x, kernel)
 
