@@ -51,3 +51,14 @@ def real_vgg16_path():
 @pytest.fixture(scope="session")
 def real_vgg16_params(real_vgg16_path):
   return vgg.VGG16.load(real_vgg16_path)
+
+
+@pytest.fixture(scope="module")
+def images_dir(tmp_path_factory):
+  """A folder with a random 48x40 content image c.png and a 30x30 style image s.png."""
+  from PIL import Image
+  d = tmp_path_factory.mktemp("img")
+  rng = np.random.default_rng(0)
+  Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(d / "c.png")
+  Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)).save(d / "s.png")
+  return d

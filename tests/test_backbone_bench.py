@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
 
 from jnst.backbones import resnet, vgg
 from jnst.bench import flops
@@ -71,15 +70,6 @@ def test_resnet_flops_match_xla(name):
     ratios.append(cost["flops"] / flops.resnet_conv_forward_flops(h, w, layers,
                                                                   bb.stride_in_1x1))
   assert 0.85 <= ratios[0] < ratios[1] <= 1.01, ratios
-
-
-@pytest.fixture(scope="module")
-def images_dir(tmp_path_factory):
-  d = tmp_path_factory.mktemp("img")
-  rng = np.random.default_rng(0)
-  Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(d / "c.png")
-  Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)).save(d / "s.png")
-  return d
 
 
 def test_per_eval_benchmark_resnet_vs_torch(tmp_path, images_dir):

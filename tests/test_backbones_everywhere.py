@@ -8,7 +8,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from PIL import Image
 
 import jnst.experiments as experiments
 import jnst.optimize as optimize
@@ -31,15 +30,6 @@ def vgg16_file(tmp_path_factory):
   return vgg.write(path, kernels, arch=vgg.ARCHS["vgg16"], source="random (tests)",
                    source_sha256="0" * 64, convention="torch_rgb", mean=vgg.TORCH_MEAN,
                    std=vgg.TORCH_STD, storage_dtype="float16")
-
-
-@pytest.fixture(scope="module")
-def images_dir(tmp_path_factory):
-  d = tmp_path_factory.mktemp("img")
-  rng = np.random.default_rng(0)
-  Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(d / "c.png")
-  Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)).save(d / "s.png")
-  return d
 
 
 def run_script(name, *args, env=None):  # In a reused worker process: tests/script_runner.py.

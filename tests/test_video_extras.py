@@ -30,6 +30,7 @@ import jnst.video as video  # noqa: E402
 import jnst.video_cli as video_cli  # noqa: E402
 import jnst.video_io as video_io  # noqa: E402
 from jnst.errors import JnstError  # noqa: E402
+from tests.test_video import pan, smooth_photo  # noqa: E402,F401  (pan: a shared fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 CFG = experiments.StylizeConfig(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"),
@@ -37,18 +38,6 @@ CFG = experiments.StylizeConfig(content_layers=("relu2_1",), style_layers=("relu
 OPT = optimize.OptConfig(steps=4, chunk=4)
 FF = ff.FFConfig(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"), width=4,
                  num_res_blocks=1, image_size=32, batch_size=2, steps=1)
-
-
-def smooth_photo(n=96, seed=0):
-  rng = np.random.default_rng(seed)
-  small = Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8))
-  return np.asarray(small.resize((n, n), Image.BICUBIC), np.float32) / 255.0
-
-
-@pytest.fixture(scope="module")
-def pan():
-  move = flow.CameraMove(smooth_photo(), 3, (24, 32), pan=(0.1, 0.05), zoom=1.05)
-  return list(move.frames), move, smooth_photo(32, seed=1)
 
 
 @pytest.fixture(scope="module")
