@@ -119,20 +119,11 @@ def conv_blocks(x: jax.Array, kernel: jax.Array, block: int = 4) -> jax.Array:
   return y.reshape(n, bh * s, bw * s, cout)[:, :ho, :wo]
 
 
-def _narrowing_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """A stride-1 conv that narrows the channels as one matmul to all k·k·Cout tap outputs per
-  pixel, then k·k shifted adds."""
-  kh, kw, cin, cout = kernel.shape
-  ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-  taps = x @ kernel.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout)
-  taps = taps.reshape(x.shape[:3] + (kh, kw, cout))
-  return sum(taps[:, i:i + ho, j:j + wo, i, j, :] for i in range(kh) for j in range(kw))
-
-
 def _forward_of(fast, reference):
   """``fast``'s forward with ``reference``'s gradient: two implementations of the same
-  function of (x, kernel), linear in each. Autodiff of the shifted-adds forms (k·k pads of a
-  full-size map) runs far slower than their forward, or than the reference's gradient."""
+  function of (x, kernel), linear in each, where one has the faster forward and the other
+  the faster gradient (autodiff of shifted adds pads a full-size map per tap; XLA:CPU's
+  gradient of a conv to 3 channels is slow)."""
 
   @jax.custom_vjp
   def f(x, kernel):
@@ -145,25 +136,22 @@ def _forward_of(fast, reference):
   return f
 
 
-_narrowing_big = _forward_of(_narrowing_taps, conv_blocks)
-_narrowing_small = _forward_of(_narrowing_taps, _lax_conv)
+_narrowing = _forward_of(_lax_conv, conv_blocks)
 
 
 def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
   """VALID cross-correlation, (N, H, W, Cin) x (k, k, Cin, Cout) -> (N, H', W', Cout).
 
-  XLA:CPU's conv kernels run few-channel convs several times slower than a matmul of the
-  same FLOPs (BENCHMARKS.md, "Feed-forward"), so the stride-1 few-channel cases take other
-  forms: the RGB input conv (Cin <= 4) is ``conv_blocks``; a conv that narrows the channels
-  (Cout < Cin: the output conv) is one matmul to every tap output plus shifted adds, with the
-  gradient of ``conv_blocks`` (k >= 5) or of lax's conv. Same numbers up to float32
-  summation order."""
+  XLA:CPU's conv kernels run few-channel convs slowly (BENCHMARKS.md, "Feed-forward"), so
+  two stride-1 cases take other forms: the RGB input conv (Cin <= 4) is ``conv_blocks``; a
+  large conv that narrows the channels (Cout < Cin, k >= 5: the output conv) keeps lax's
+  forward but takes ``conv_blocks``' gradient. Same numbers up to float32 summation order."""
   kh, _, cin, cout = kernel.shape
   if stride == 1 and cin <= 4 < cout:
     return conv_blocks(x, kernel)
-  if stride != 1 or cout >= cin:
-    return _lax_conv(x, kernel, stride)
-  return (_narrowing_big if kh >= 5 else _narrowing_small)(x, kernel)
+  if stride == 1 and cout < cin and kh >= 5:
+    return _narrowing(x, kernel)
+  return _lax_conv(x, kernel, stride)
 
 
 # Nearest ×2 then a 3-tap conv, per output phase a (even / odd row) and tap offset u into the
@@ -184,31 +172,6 @@ def _interleave(y: jax.Array) -> jax.Array:
   return y.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, c)
 
 
-def _upsample_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  n, h, w, cin = x.shape
-  cout = kernel.shape[-1]
-  k16 = _phase_kernels(kernel).transpose(4, 0, 1, 2, 3, 5).reshape(cin, 16 * cout)
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-  t = (xp @ k16).reshape(n, h + 2, w + 2, 2, 2, 2, 2, cout)
-  y = [[sum(t[:, a + u:a + u + h, b + v:b + v + w, a, b, u, v] for u in (0, 1) for v in (0, 1))
-        for b in (0, 1)] for a in (0, 1)]
-  return _interleave(jnp.stack([jnp.stack(row, axis=3) for row in y], axis=3))
-
-
-def _upsample_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """The 4 phases as 4 lax convs with 2×2 kernels."""
-  _, h, w, _ = x.shape
-  ke = _phase_kernels(kernel)
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-  y = [[jax.lax.conv_general_dilated(xp[:, a:a + h + 1, b:b + w + 1], ke[a, b], (1, 1),
-                                     ((0, 1), (0, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        [:, :h, :w] for b in (0, 1)] for a in (0, 1)]
-  return _interleave(jnp.stack([jnp.stack(row, axis=3) for row in y], axis=3))
-
-
-_upsample_conv3 = _forward_of(_upsample_taps, _upsample_lax)
-
-
 def upsample_conv3(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """``conv_valid(reflect_pad(nearest_x2(x), 1), kernel)`` for a 3×3 ``kernel``,
   (N, H, W, Cin) -> (N, 2H, 2W, Cout), without building the upsampled map.
@@ -216,11 +179,16 @@ def upsample_conv3(x: jax.Array, kernel: jax.Array) -> jax.Array:
   Reflecting a nearest-upsampled map by 1 is upsampling the edge-padded map (then cropping
   1), so output row 2i+a (phase a) reads padded input rows i+a and i+a+1 only, through 2
   sums of the kernel's 3 row taps (``_PHASE_TAPS``), and likewise for columns: 4 phases × 4
-  taps instead of 4 × 9 per input pixel. Forward: one matmul to all 16 tap outputs plus
-  shifted adds; gradient: that of the 4 phases as 4 lax convs (2×2 kernels, zero-padded
-  after and cropped: ``_lax_conv``'s fast path). Same numbers up to float32
+  taps instead of 4 × 9 per input pixel: 4 lax convs with 2×2 kernels (zero-padded after and
+  cropped: XLA:CPU's fast path, as ``_lax_conv``). Same numbers up to float32
   summation order."""
-  return _upsample_conv3(x, kernel)
+  _, h, w, _ = x.shape
+  ke = _phase_kernels(kernel)
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+  y = [[jax.lax.conv_general_dilated(xp[:, a:a + h + 1, b:b + w + 1], ke[a, b], (1, 1),
+                                     ((0, 1), (0, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        [:, :h, :w] for b in (0, 1)] for a in (0, 1)]
+  return _interleave(jnp.stack([jnp.stack(row, axis=3) for row in y], axis=3))
 
 
 class _Conv(nn.Module):

@@ -76,11 +76,10 @@ def test_torch_parity(h, w):
 @pytest.mark.parametrize("cin,cout,k,stride", [
     (3, 32, 9, 1),    # the RGB input conv: conv_blocks
     (3, 8, 5, 1),     # conv_blocks, an input not a multiple of the block
-    (32, 3, 9, 1),    # the output conv: narrowing, one matmul + shifted adds; conv_blocks' vjp
-    (12, 5, 3, 1),    # narrowing, small kernel: lax's vjp
-    (64, 32, 3, 1),   # narrowing 3x3
-    (32, 64, 3, 2),   # strided: lax's conv
-    (16, 16, 3, 1),   # same width: lax's conv
+    (32, 3, 9, 1),    # the output conv: lax's forward, conv_blocks' gradient (custom_vjp)
+    (64, 32, 3, 1),   # narrowing 3x3: lax's conv, padded and cropped
+    (32, 64, 3, 2),   # strided: lax's conv, padded after
+    (16, 16, 3, 1),   # same width: lax's conv, padded and cropped
 ])
 def test_conv_valid_matches_lax(cin, cout, k, stride):
   with jax.enable_x64():
