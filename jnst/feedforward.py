@@ -24,9 +24,9 @@ which runs far slower than N plain convs: BENCHMARKS.md, "Feed-forward"); "unrol
 N updates out one after another in the same compiled program (plain convs; the loss network
 sees each member's batch in turn); "map" loops over them with ``jax.lax.map`` (plain convs in
 a loop body, measured slower still on XLA:CPU). "auto" (the default, ``resolve_member_map``)
-is "unroll" on CPU for N > 1 (N = 4 at 128 px: 0.85x the time of 4 single steps, vmap 1.6x)
-and "vmap" elsewhere (grouped convs are an accelerator's strength; not measured yet). All give
-the same params (``tests/test_feedforward_map.py``).
+is "unroll" on CPU for N > 1 (faster there than N single steps, where vmap is slower:
+BENCHMARKS.md) and "vmap" elsewhere (grouped convs are an accelerator's strength; not measured
+yet). All give the same params (``tests/test_feedforward_map.py``).
 Members come from several style images × the values of
 one swept loss weight (style-major), all starting from the same initial params.
 

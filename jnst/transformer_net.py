@@ -81,7 +81,7 @@ class InstanceNorm(nn.Module):
 def _lax_conv(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
   """VALID conv by ``lax.conv_general_dilated``, asked for as a zero-padded conv and cropped:
   XLA:CPU (jaxlib 0.10) sends padded convs to its fast conv kernels and VALID ones to a
-  slower path (3×3, 128 channels, 128² px: 3.4× slower; BENCHMARKS.md). Stride 1 pads k // 2
+  several times slower path (BENCHMARKS.md, "Feed-forward"). Stride 1 pads k // 2
   on each side and crops that ring; stride s pads k − 1 after, which keeps the VALID grid."""
   k, n = kernel.shape[0], x.ndim - 2
   ho, wo = [(d - k) // stride + 1 for d in x.shape[1:3]]
