@@ -49,6 +49,7 @@ import numpy as np
 
 MIN_SIDE = 8
 EPS = 1e-5
+_DN = ("NHWC", "HWIO", "NHWC")
 
 
 def reflect_pad(x: jax.Array, p: int) -> jax.Array:
@@ -86,8 +87,7 @@ def _lax_conv(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
   k, n = kernel.shape[0], x.ndim - 2
   ho, wo = [(d - k) // stride + 1 for d in x.shape[1:3]]
   pad = [(k // 2, k // 2)] * n if stride == 1 else [(0, k - 1)] * n
-  y = jax.lax.conv_general_dilated(x, kernel, (stride, stride), pad,
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = jax.lax.conv_general_dilated(x, kernel, (stride, stride), pad, dimension_numbers=_DN)
   o = k // 2 if stride == 1 else 0
   return y[:, o:o + ho, o:o + wo]
 
@@ -119,24 +119,15 @@ def conv_blocks(x: jax.Array, kernel: jax.Array, block: int = 4) -> jax.Array:
   return y.reshape(n, bh * s, bw * s, cout)[:, :ho, :wo]
 
 
-def _forward_of(fast, reference):
-  """``fast``'s forward with ``reference``'s gradient: two implementations of the same
-  function of (x, kernel), linear in each, where one has the faster forward and the other
-  the faster gradient (autodiff of shifted adds pads a full-size map per tap; XLA:CPU's
-  gradient of a conv to 3 channels is slow)."""
-
-  @jax.custom_vjp
-  def f(x, kernel):
-    return fast(x, kernel)
-
-  def backward(res, g):
-    return jax.vjp(reference, *res)[1](g)
-
-  f.defvjp(lambda x, kernel: (fast(x, kernel), (x, kernel)), backward)
-  return f
+@jax.custom_vjp
+def _narrowing(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """``_lax_conv``'s forward with ``conv_blocks``' gradient (the same linear function of each
+  argument): XLA:CPU's own gradient of a conv to 3 channels is the slower one."""
+  return _lax_conv(x, kernel)
 
 
-_narrowing = _forward_of(_lax_conv, conv_blocks)
+_narrowing.defvjp(lambda x, kernel: (_lax_conv(x, kernel), (x, kernel)),
+                  lambda res, g: jax.vjp(conv_blocks, *res)[1](g))
 
 
 def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
@@ -186,8 +177,8 @@ def upsample_conv3(x: jax.Array, kernel: jax.Array) -> jax.Array:
   ke = _phase_kernels(kernel)
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
   y = [[jax.lax.conv_general_dilated(xp[:, a:a + h + 1, b:b + w + 1], ke[a, b], (1, 1),
-                                     ((0, 1), (0, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        [:, :h, :w] for b in (0, 1)] for a in (0, 1)]
+                                     ((0, 1), (0, 1)), dimension_numbers=_DN)[:, :h, :w]
+        for b in (0, 1)] for a in (0, 1)]
   return _interleave(jnp.stack([jnp.stack(row, axis=3) for row in y], axis=3))
 
 
