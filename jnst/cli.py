@@ -559,10 +559,12 @@ def write_study(out_dir: Path, res, files: dict) -> None:
 # ------------------------------------------------------------------ resuming
 
 
-def _settings() -> dict:
-  """The flags a snapshot must agree with on --resume (snapshots.py)."""
+def _settings(defaults: bool = False) -> dict:
+  """The flags a snapshot must agree with on --resume (snapshots.py); ``defaults``: their
+  default values instead."""
   skip = {"steps", "print_every", "save_every", "resume", "verbosity"}
-  return {k: v for k, v in flag_values().items() if k not in skip}
+  values = {n: FLAGS[n].default for n in _OURS if n in FLAGS} if defaults else flag_values()
+  return {k: v for k, v in values.items() if k not in skip}
 
 
 def schedule(size: int | None = None) -> pyramid.Schedule:
@@ -608,7 +610,7 @@ def solve(cfg: experiments.Config, params, inputs: experiments.Inputs, out: Path
   cfg = line_chunks(cfg, inputs)
   if not FLAGS.resume:
     return (*experiments.run(cfg, params, inputs, Printer(out, label)), extra)
-  snap = snapshots.load(snapshots.path_for(out), _settings())
+  snap = snapshots.load(snapshots.path_for(out), _settings(), _settings(defaults=True))
   if snap.step >= cfg.opt.steps:
     raise JnstError(f"the snapshot is at step {snap.step}, --steps={cfg.opt.steps}: raise "
                     f"--steps to continue")

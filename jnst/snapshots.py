@@ -55,9 +55,22 @@ def save(path: str | os.PathLike, x, step: int, evaluations: int, settings: dict
   return Path(path)
 
 
-def load(path: str | os.PathLike, settings: dict | None = None) -> Snapshot:
-  """Reads a snapshot; with ``settings``, JnstError if they differ from the snapshot's
-  (naming the differing settings)."""
+# Settings that older snapshots do not record, with the value those runs had: a snapshot
+# made before --lbfgs_rules existed ran optax's L-BFGS rules.
+LEGACY_SETTINGS = {"lbfgs_rules": "optax"}
+
+
+def _flag(k, v) -> str:
+  return f"--{k}={'' if v is None else v}"
+
+
+def load(path: str | os.PathLike, settings: dict | None = None,
+         defaults: dict | None = None) -> Snapshot:
+  """Reads a snapshot; with ``settings``, JnstError if they differ from the snapshot's,
+  naming each differing flag with the snapshot's value. A setting the snapshot does not
+  record (a flag added after it was made) counts as ``LEGACY_SETTINGS``'s value, else as
+  its value in ``defaults`` (the flags' defaults: a new flag left at its default changes
+  nothing)."""
   path = check_input_file(path, "snapshot", "run with --save_every=N first (snapshots are "
                           "written every N steps), or leave out --resume")
   try:
@@ -69,11 +82,15 @@ def load(path: str | os.PathLike, settings: dict | None = None) -> Snapshot:
   if snap.x.ndim != 3 or not np.all(np.isfinite(snap.x)):
     raise JnstError(f"snapshot {path} holds no finite image: delete it and start again")
   if settings is not None:
-    mine = json.loads(json.dumps(settings, sort_keys=True, default=str))
-    diff = sorted(k for k in set(mine) | set(snap.settings) if mine.get(k) != snap.settings.get(k))
+    norm = lambda d: json.loads(json.dumps(d or {}, sort_keys=True, default=str))
+    mine = norm(settings)
+    old = {**norm(defaults), **LEGACY_SETTINGS}
+    theirs = {**{k: old.get(k) for k in mine}, **snap.settings}
+    diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
     if diff:
       raise JnstError(f"snapshot {path} was made with other settings (--{', --'.join(diff)}): "
-                      f"resume with the same flags, or leave out --resume")
+                      f"resume with the same flags ({' '.join(_flag(k, theirs.get(k)) for k in diff)}), "
+                      f"or leave out --resume")
   return snap
 
 

@@ -186,6 +186,24 @@ def test_snapshot_round_trip_and_mismatch(tmp_path):
     snapshots.load(tmp_path / "bad.resume.npz")
 
 
+
+def test_snapshot_from_before_a_flag_existed(tmp_path):
+  """An old snapshot lacks the flags added since: a new flag at its default matches; one
+  whose introduction changed the default (--lbfgs_rules) counts as the value the old run
+  had, and the error says which flags and values resume it."""
+  path = snapshots.path_for(tmp_path / "o.png")
+  x = np.zeros((8, 9, 3), np.float32)
+  snapshots.save(path, x, 20, 21, {"size": 32})  # No lbfgs_rules, no ema_decay then.
+  defaults = {"size": 512, "lbfgs_rules": "torch", "ema_decay": 0.0}
+  now = {"size": 32, "lbfgs_rules": "torch", "ema_decay": 0.0}
+  with pytest.raises(JnstError, match=r"\(--lbfgs_rules\): resume with the same flags "
+                     r"\(--lbfgs_rules=optax\)"):
+    snapshots.load(path, now, defaults)
+  snap = snapshots.load(path, {**now, "lbfgs_rules": "optax"}, defaults)
+  assert snap.step == 20
+  with pytest.raises(JnstError, match=r"--ema_decay, --lbfgs_rules\).*--ema_decay=0.0"):
+    snapshots.load(path, {**now, "ema_decay": 0.9}, defaults)
+
 # ------------------------------------------------------------------ weights paths
 
 
