@@ -232,8 +232,9 @@ def define_video_flags():
   _define("enum", "temporal", "sequential", ["none", "sequential", "batch"], "none: frame by "
           "frame (naive); sequential: Ruder et al. (warped init + temporal loss); batch: all "
           "frames of a window at once, multi-pass (jnst/video.py).")
-  _define("float", "temporal_weight", 1e9, "Weight of the temporal loss (a mean squared "
-          "difference in RGB 0-255 steps).", check=_finite_nonneg,
+  _define("float", "temporal_weight", video.DEFAULT_TEMPORAL_WEIGHT, "Weight of the temporal "
+          "loss (a mean squared difference in RGB 0-255 steps; tuned at 256 px, smaller frames "
+          "need more).", check=_finite_nonneg,
           message="must be a finite number >= 0")
   _define("list", "temporal_offsets", ["1"], "Sequential mode: earlier frames the temporal "
           "loss compares with (1 = previous; 1,2,4 adds Ruder's long-term terms).")
@@ -246,8 +247,8 @@ def define_video_flags():
   _define("float", "first_pass", 0.0, "Batch mode: share of --steps for pass 0 (the rest split "
           "evenly over the later passes; 0: an even split).", check=lambda v: 0 <= v < 1,
           message="must be in [0, 1)")
-  _define("bool", "carry_optimizer", False, "Batch mode: each pass keeps the last pass's "
-          "optimiser state (L-BFGS history, Adam moments) instead of restarting.")
+  _define("bool", "carry_optimizer", True, "Batch mode: each pass keeps the last pass's "
+          "optimiser state (L-BFGS history, Adam moments); --nocarry_optimizer restarts it.")
   _define("string", "cache_dir", None, "Finished frames are kept here per run id, to resume "
           "(default: <output>.cache).")
   _define("bool", "camera_move", False, "Instead of --input: a synthetic pan and zoom over "

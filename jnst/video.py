@@ -22,9 +22,9 @@ for videos"; repository manuelruder/artistic-videos):
       neighbour does not exist yet: beyond the clip, or in a later window; a neighbour in
       an earlier window is its final result), frame t starts from
         x_t ← δ x_t^{p−1} + (1 − δ) (c ω + (1 − c) x_t^{p−1})        (δ = ``blend``)
-      — Ruder's multi-pass initialisation, eq. 8 — and is optimised for S_p steps (a fresh
-      optimiser state; ``carry``: pass p−1's, ``carry_state``) with the temporal term
-      towards ω weighted by c.
+      — Ruder's multi-pass initialisation, eq. 8 — and is optimised for S_p steps (with
+      pass p−1's optimiser state, ``carry`` (the default; ``carry_state``), or a fresh one)
+      with the temporal term towards ω weighted by c.
     result: x^{P−1}.
 
   All frames of a pass move together (Jacobi-style), where Ruder sweeps frame after frame
@@ -69,6 +69,10 @@ import jnst.optimize as optimize
 from jnst.errors import JnstError
 
 MODES = ("none", "sequential", "batch")
+# Tuned on the demo clip and a camera move at 256 px (the script's default size) against
+# the style term's scale there (BENCHMARKS.md, "Video": "The temporal weight in today's
+# units"); smaller frames leave a larger style residual and need a stronger weight.
+DEFAULT_TEMPORAL_WEIGHT = 2e8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,27 +80,29 @@ class VideoConfig:
   """How to stylise a clip (module docstring).
 
   mode: none | sequential | batch. temporal_weight: the weight of the temporal term (its
-  raw value is a mean squared difference in RGB 0-255 steps). offsets: sequential mode's
+  raw value is a mean squared difference in RGB 0-255 steps; ``DEFAULT_TEMPORAL_WEIGHT``). offsets: sequential mode's
   earlier frames (1 = the previous one). passes, blend, window: batch mode's P, δ and
   frames per batch (0: all). first_pass: batch mode's share of the steps for pass 0 (the
   rest split evenly over the later passes; 0: every pass ``steps // passes``).
   fill_from_init: sequential mode's initial image takes the warped previous result only
   where it is reliable (mask c) and the frame's own initial image elsewhere,
   c ω + (1 − c) x0_t (for a feed-forward network's frames as x0_t: ``FrameProblems``'s
-  ``init_frames``); False: Ruder's, ω everywhere. carry: batch mode's passes p >= 1 keep
-  the optimiser state of pass p-1 (``carry_state``: L-BFGS's curvature pairs, Adam's
-  moments) instead of starting afresh; best with blend = 1, where the iterate itself
-  carries on and only the temporal target changes.
+  ``init_frames``); False: Ruder's, ω everywhere. carry (batch mode only; the other modes
+  ignore it): passes p >= 1 keep the optimiser state of pass p-1 (``carry_state``: L-BFGS's
+  curvature pairs, Adam's moments) instead of starting afresh (False). The loss's Hessian
+  does not change between passes p >= 1 (only the temporal targets move), so the pairs stay
+  valid; a restarted L-BFGS spends its first evaluations of every pass on short steps
+  (BENCHMARKS.md, "Batch mode carrying the optimiser across passes").
   """
   mode: str = "sequential"
-  temporal_weight: float = 1e9
+  temporal_weight: float = DEFAULT_TEMPORAL_WEIGHT
   offsets: tuple[int, ...] = (1,)
   passes: int = 4
   blend: float = 0.5
   window: int = 0
   first_pass: float = 0.0
   fill_from_init: bool = False
-  carry: bool = False
+  carry: bool = True
 
   def validate(self, opt: optimize.OptConfig | None = None) -> VideoConfig:
     if self.mode not in MODES:
@@ -113,8 +119,6 @@ class VideoConfig:
       raise JnstError(f"blend must be in [0, 1], got {self.blend}")
     if self.window < 0:
       raise JnstError(f"window must be >= 0 (0: the whole clip), got {self.window}")
-    if self.carry and self.mode != "batch":
-      raise JnstError("carrying the optimiser state (--carry_optimizer) is for --temporal=batch")
     if not 0 <= self.first_pass < 1:
       raise JnstError(f"first_pass must be in [0, 1) (0: an even split), got {self.first_pass}")
     if opt is not None and self.mode == "batch" and min(self.pass_steps(opt.steps)) < 1:

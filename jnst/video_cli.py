@@ -6,11 +6,11 @@ Memory (``check_memory``): one frame's ``jnst.memory.estimate`` (the frame, the 
 images, the optimiser and activations), times the frames optimised at once — 1 for none
 and sequential, the window (``--window``; 0: the whole clip) for batch — plus the clip held
 on the host (content frames, results in input space and RGB, and the network's frames) and
-the temporal targets (K warped frames and masks per frame in a batch), and with
-``--carry_optimizer`` the last pass's optimiser state held beside the new one's while it is
-carried over (L-BFGS: 2 × history images per frame; Adam: 2). Over the memory
-available: one line naming the flag to lower (``--window`` when the batch dominates,
-``--max_frames`` when the clip does, else ``--size``/``--lbfgs_memory``), exit 2.
+the temporal targets (K warped frames and masks per frame in a batch), and in batch mode
+with ``--carry_optimizer`` (the default) the last pass's optimiser state held beside the
+new one's while it is carried over (L-BFGS: 2 × history images per frame; Adam: 2). Over
+the memory available: one line naming the flag to lower (``--window`` when the batch
+dominates, ``--max_frames`` when the clip does, else ``--size``/``--lbfgs_memory``), exit 2.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def check_memory(cfg, vcfg: video.VideoConfig, clip, styles) -> memory.Estimate:
             if not vcfg.window else "--window")
   return memory.check_fits(est, flags={"batch": window, "clip": "--max_frames (or --size)",
                                        "temporal": "--window",
-                                       "carried": "--window (or leave out --carry_optimizer)"},
+                                       "carried": "--window (or --nocarry_optimizer)"},
                          what="this clip")
 
 

@@ -164,7 +164,7 @@ def test_batch_mode_equals_its_multipass_schedule(random_params, pan):
   frames, _, style = pan
   problems = video.FrameProblems(CFG, random_params, frames, [style])
   flows = video.ContentFlows(frames)  # DIS both ways: backward passes use flow(t, t+1).
-  cfg = video.VideoConfig(mode="batch", passes=3, temporal_weight=TW, blend=0.3)
+  cfg = video.VideoConfig(mode="batch", passes=3, temporal_weight=TW, blend=0.3, carry=False)
   # Adam: bounded steps. L-BFGS on random weights takes wild steps (a 1e-4 difference from
   # the batched convs can become a different iterate), which would test chaos, not schedule.
   opt = optimize.OptConfig(optimizer="adam", learning_rate=2.0, steps=6, chunk=2)
