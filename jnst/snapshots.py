@@ -88,9 +88,9 @@ def load(path: str | os.PathLike, settings: dict | None = None,
     theirs = {**{k: old.get(k) for k in mine}, **snap.settings}
     diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
     if diff:
+      same = " ".join(_flag(k, theirs.get(k)) for k in diff)
       raise JnstError(f"snapshot {path} was made with other settings (--{', --'.join(diff)}): "
-                      f"resume with the same flags ({' '.join(_flag(k, theirs.get(k)) for k in diff)}), "
-                      f"or leave out --resume")
+                      f"resume with the same flags ({same}), or leave out --resume")
   return snap
 
 

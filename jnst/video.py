@@ -80,19 +80,20 @@ class VideoConfig:
   """How to stylise a clip (module docstring).
 
   mode: none | sequential | batch. temporal_weight: the weight of the temporal term (its
-  raw value is a mean squared difference in RGB 0-255 steps; ``DEFAULT_TEMPORAL_WEIGHT``). offsets: sequential mode's
-  earlier frames (1 = the previous one). passes, blend, window: batch mode's P, δ and
-  frames per batch (0: all). first_pass: batch mode's share of the steps for pass 0 (the
-  rest split evenly over the later passes; 0: every pass ``steps // passes``).
-  fill_from_init: sequential mode's initial image takes the warped previous result only
-  where it is reliable (mask c) and the frame's own initial image elsewhere,
+  raw value is a mean squared difference in RGB 0-255 steps; ``DEFAULT_TEMPORAL_WEIGHT``).
+  offsets: sequential mode's earlier frames (1 = the previous one). passes, blend, window:
+  batch mode's P, δ and frames per batch (0: all). first_pass: batch mode's share of the
+  steps for pass 0 (the rest split evenly over the later passes; 0: every pass ``steps //
+  passes``). fill_from_init: sequential mode's initial image takes the warped previous
+  result only where it is reliable (mask c) and the frame's own initial image elsewhere,
   c ω + (1 − c) x0_t (for a feed-forward network's frames as x0_t: ``FrameProblems``'s
   ``init_frames``); False: Ruder's, ω everywhere. carry (batch mode only; the other modes
   ignore it): passes p >= 1 keep the optimiser state of pass p-1 (``carry_state``: L-BFGS's
-  curvature pairs, Adam's moments) instead of starting afresh (False). The loss's Hessian
-  does not change between passes p >= 1 (only the temporal targets move), so the pairs stay
-  valid; a restarted L-BFGS spends its first evaluations of every pass on short steps
-  (BENCHMARKS.md, "Batch mode carrying the optimiser across passes").
+  curvature pairs, Adam's moments) instead of starting afresh (False). Between passes only
+  the temporal term changes (its target, and its mask with the direction): a diagonal part
+  of the Hessian, so most of the curvature the pairs hold stays valid, while a restarted
+  L-BFGS spends the first evaluations of every pass on short steps (BENCHMARKS.md, "Batch
+  mode carrying the optimiser across passes").
   """
   mode: str = "sequential"
   temporal_weight: float = DEFAULT_TEMPORAL_WEIGHT
