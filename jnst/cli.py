@@ -231,23 +231,28 @@ def define_video_flags():
           check=lambda v: math.isfinite(v) and v > 0, message="must be a finite number > 0")
   _define("enum", "temporal", "sequential", ["none", "sequential", "batch"], "none: frame by "
           "frame (naive); sequential: Ruder et al. (warped init + temporal loss); batch: all "
-          "frames of a window at once, multi-pass (jnst/video.py).")
-  _define("float", "temporal_weight", video.DEFAULT_TEMPORAL_WEIGHT, "Weight of the temporal "
-          "loss (a mean squared difference in RGB 0-255 steps; tuned at 256 px, smaller frames "
-          "need more).", check=_finite_nonneg,
+          "frames of a window at once, coupled by --coupling (jnst/video.py).")
+  _define("float", "temporal_weight", None, "Weight of the temporal loss (a mean squared "
+          f"difference in RGB 0-255 steps; default {video.DEFAULT_TEMPORAL_WEIGHT:g}, batch "
+          f"mode's joint coupling {video.JOINT_TEMPORAL_WEIGHT:g}; tuned at 256 px, smaller "
+          "frames need more).", check=_finite_nonneg,
           message="must be a finite number >= 0")
+  _define("enum", "coupling", "joint", list(video.COUPLINGS), "Batch mode: joint (one "
+          "objective over the window, each frame's temporal term towards its previous frame's "
+          "current iterate) or passes (multi-pass, towards the neighbours' previous-pass "
+          "results: --passes, --blend, --first_pass, --carry_optimizer).")
   _define("list", "temporal_offsets", ["1"], "Sequential mode: earlier frames the temporal "
           "loss compares with (1 = previous; 1,2,4 adds Ruder's long-term terms).")
-  _define("integer", "passes", 4, "Batch mode: passes (--steps are split over them).",
-          lower_bound=2)
-  _define("float", "blend", 0.5, "Batch mode: δ, weight of a frame's own previous pass in its "
+  _define("integer", "passes", 4, "Batch mode, --coupling=passes: passes (--steps are split "
+          "over them).", lower_bound=2)
+  _define("float", "blend", 0.5, "Batch mode, --coupling=passes: δ, weight of a frame's own previous pass in its "
           "next initial image.", check=lambda v: 0 <= v <= 1, message="must be in [0, 1]")
   _define("integer", "window", 0, "Batch mode: frames per batch (0: the whole clip).",
           lower_bound=0)
-  _define("float", "first_pass", 0.0, "Batch mode: share of --steps for pass 0 (the rest split "
+  _define("float", "first_pass", 0.0, "Batch mode, --coupling=passes: share of --steps for pass 0 (the rest split "
           "evenly over the later passes; 0: an even split).", check=lambda v: 0 <= v < 1,
           message="must be in [0, 1)")
-  _define("bool", "carry_optimizer", True, "Batch mode: each pass keeps the last pass's "
+  _define("bool", "carry_optimizer", True, "Batch mode, --coupling=passes: each pass keeps the last pass's "
           "optimiser state (L-BFGS history, Adam moments); --nocarry_optimizer restarts it.")
   _define("string", "cache_dir", None, "Finished frames are kept here per run id, to resume "
           "(default: <output>.cache).")
@@ -265,7 +270,8 @@ def video_config():
   """The video flags -> ``video.VideoConfig`` (validated against the optimiser flags)."""
   offsets = _ints(FLAGS.temporal_offsets, "temporal_offsets")
   return video.VideoConfig(mode=FLAGS.temporal, temporal_weight=FLAGS.temporal_weight,
-                           offsets=offsets, passes=FLAGS.passes, blend=FLAGS.blend,
+                           offsets=offsets, coupling=FLAGS.coupling, passes=FLAGS.passes,
+                           blend=FLAGS.blend,
                            window=FLAGS.window,
                            first_pass=FLAGS.first_pass,
                            fill_from_init=bool(FLAGS.fast_model),

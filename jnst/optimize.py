@@ -172,30 +172,23 @@ def ema_value(ema) -> jax.Array:
   return (value / (1.0 - accum)).astype(value.dtype)
 
 
-def make_step(loss_fn: Callable, cfg: OptConfig) -> Callable:
+def make_step(loss_fn: Callable, cfg: OptConfig, joint: bool = False) -> Callable:
   """The pure step ``step(state, data) -> (state, metrics)``.
 
   ``metrics`` = {"loss": loss at the incoming iterate, "terms": its terms (NaN under a
   line search, which does not expose them), "evals": cumulative count, "status"}.
+
+  ``joint``: ``state`` is a batch of members whose losses are coupled: ``loss_fn(x, data)``
+  reads the whole batch x (B, …) and returns the members' losses (B,) and terms
+  ({name: (B,)}); every member's optimiser (its own state, vmapped) steps on its slice of
+  the gradient of the sum of the losses. No line search (the members' steps are taken
+  together, so there is no one-member value function to search along).
   """
   opt = make_optimizer(cfg)
 
-  def step(state: State, data) -> tuple[State, dict]:
+  def advance(state: State, loss, terms, grad, updates, opt_state, n_evals):
+    """The state after a step with ``updates`` (stopping rules applied), and its metrics."""
     x = state.x
-    if cfg.uses_linesearch:
-      value_fn = lambda y: loss_fn(y, data)[0]
-      loss, grad = optax.value_and_grad_from_state(value_fn)(x, state=state.opt)
-      updates, opt_state = opt.update(grad, state.opt, x, value=loss, grad=grad,
-                                      value_fn=value_fn)
-      ls = optax.tree.get(opt_state, "info")
-      # First iteration evaluates at x; every line-search step evaluates once more.
-      n_evals = ls.num_linesearch_steps + jnp.where(state.evals == 0, 1, 0)
-      terms = jax.tree.map(lambda t: jnp.full((), jnp.nan, jnp.float32),
-                           jax.eval_shape(loss_fn, x, data)[1])
-    else:
-      (loss, terms), grad = jax.value_and_grad(loss_fn, has_aux=True)(x, data)
-      updates, opt_state = opt.update(grad, state.opt, x)
-      n_evals = 1
     finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(grad))
     converged = (cfg.tol > 0) & (jnp.abs(state.loss_prev - loss) <= cfg.tol * jnp.abs(loss))
     running = state.status == RUNNING
@@ -219,7 +212,34 @@ def make_step(loss_fn: Callable, cfg: OptConfig) -> Callable:
                "status": new.status, "counted": running}
     return new, metrics
 
-  return step
+  def step(state: State, data) -> tuple[State, dict]:
+    x = state.x
+    if cfg.uses_linesearch:
+      value_fn = lambda y: loss_fn(y, data)[0]
+      loss, grad = optax.value_and_grad_from_state(value_fn)(x, state=state.opt)
+      updates, opt_state = opt.update(grad, state.opt, x, value=loss, grad=grad,
+                                      value_fn=value_fn)
+      ls = optax.tree.get(opt_state, "info")
+      # First iteration evaluates at x; every line-search step evaluates once more.
+      n_evals = ls.num_linesearch_steps + jnp.where(state.evals == 0, 1, 0)
+      terms = jax.tree.map(lambda t: jnp.full((), jnp.nan, jnp.float32),
+                           jax.eval_shape(loss_fn, x, data)[1])
+      return advance(state, loss, terms, grad, updates, opt_state, n_evals)
+    (loss, terms), grad = jax.value_and_grad(loss_fn, has_aux=True)(x, data)
+    return advance(state, loss, terms, grad, *opt.update(grad, state.opt, x), 1)
+
+  def joint_step(state: State, data) -> tuple[State, dict]:
+    def total(x):
+      losses, terms = loss_fn(x, data)
+      return jnp.sum(losses), (losses, terms)
+
+    (_, (losses, terms)), grad = jax.value_and_grad(total, has_aux=True)(state.x)
+    one = lambda s, l, t, g: advance(s, l, t, g, *opt.update(g, s.opt, s.x), 1)
+    return jax.vmap(one)(state, losses, terms, grad)
+
+  if joint and cfg.uses_linesearch:
+    raise JnstError("coupled members take their steps together: use --linesearch=none")
+  return joint_step if joint else step
 
 
 # ------------------------------------------------------------------- compiled, cached
@@ -228,8 +248,11 @@ def make_step(loss_fn: Callable, cfg: OptConfig) -> Callable:
 @dataclasses.dataclass(frozen=True)
 class Vmap:
   """Run over a leading batch axis of the state; ``data_axes``: ``jax.vmap`` in_axes of
-  ``data`` (None: shared by every member)."""
+  ``data`` (None: shared by every member). ``joint``: the members' losses are coupled
+  (``make_step``'s ``joint``): ``loss_fn`` reads the whole batch and ``data`` is not
+  vmapped (``data_axes`` unused)."""
   data_axes: Any = None
+  joint: bool = False
 
 
 def _program(kind: str, loss_fn, cfg: OptConfig | None, length: int, vmap: Vmap | None):
@@ -239,9 +262,10 @@ def _program(kind: str, loss_fn, cfg: OptConfig | None, length: int, vmap: Vmap 
     fn = functools.partial(init_state, cfg=cfg)
     return jax.jit(jax.vmap(fn) if vmap else fn)
   if kind == "loss":
-    return jax.jit(jax.vmap(loss_fn, in_axes=(0, vmap.data_axes)) if vmap else loss_fn)
-  step = make_step(loss_fn, cfg)
-  if vmap:
+    batched = vmap and not vmap.joint
+    return jax.jit(jax.vmap(loss_fn, in_axes=(0, vmap.data_axes)) if batched else loss_fn)
+  step = make_step(loss_fn, cfg, joint=bool(vmap and vmap.joint))
+  if vmap and not vmap.joint:
     step = jax.vmap(step, in_axes=(0, vmap.data_axes))
   if kind == "step":
     return jax.jit(step, donate_argnums=0)

@@ -11,8 +11,17 @@ for videos"; repository manuelruder/artistic-videos):
   adds Ruder's long-term terms, each mask reduced by the closer ones', eq. 5:
   c_k ← max(c_k − Σ_{j<k} c_j, 0)), ``opt.steps`` steps each.
 * ``batch`` — every frame of a window of ``window`` frames (0: the whole clip) optimised at
-  once, one vmapped (and device-sharded) batch, coupled through their previous-pass values.
-  The documented multi-pass schedule (``passes`` = P; ``VideoConfig.pass_steps`` splits
+  once, one vmapped (and device-sharded) batch, coupled in one of two ways (``coupling``):
+
+  ``joint`` (the default) — one objective over the window, ``JointLoss``:
+    J(x_lo … x_hi) = Σ_t L_t(x_t) + λ Σ_t T(x_t, warp(x_{t−1}), c_t),
+  each frame's own loss plus the temporal term towards its previous frame's *current*
+  iterate warped to t (frame lo: the earlier window's final result, or none), so the
+  gradient of the term reaches both frames. Every frame keeps its own optimiser state
+  (vmapped: ``optimize.Vmap(joint=True)``) and steps on its slice of ∇J, ``opt.steps``
+  steps from ``Problem.x0``; no passes.
+
+  ``passes`` — coupled through their previous-pass values. The documented multi-pass schedule (``passes`` = P; ``VideoConfig.pass_steps`` splits
   ``opt.steps``: S_0 = round(``first_pass`` · steps) for pass 0 and the rest evenly over the
   later passes, S_p each; ``first_pass`` = 0 splits evenly, S_p = steps // P):
 
@@ -30,7 +39,9 @@ for videos"; repository manuelruder/artistic-videos):
   All frames of a pass move together (Jacobi-style), where Ruder sweeps frame after frame
   (Gauss-Seidel): that is what lets one compiled program run the whole window in one batch
   on one or many devices. ``tests/test_video.py`` checks the batch against this schedule run
-  frame by frame.
+  frame by frame. Joint coupling reaches a lower style loss at the same flicker
+  (BENCHMARKS.md, "Batch mode as one joint objective"): a pass-coupled frame is pulled
+  towards its neighbours' older, less stylised iterates.
 
 A run takes a sequence of per-frame problems (``frame_problems`` builds them lazily from a
 ``StylizeConfig``) and a flow provider ``flows(t, s) -> (flow(t, s), mask)`` (default:
@@ -69,10 +80,19 @@ import jnst.optimize as optimize
 from jnst.errors import JnstError
 
 MODES = ("none", "sequential", "batch")
+COUPLINGS = ("joint", "passes")
 # Tuned on the demo clip and a camera move at 256 px (the script's default size) against
 # the style term's scale there (BENCHMARKS.md, "Video": "The temporal weight in today's
-# units"); smaller frames leave a larger style residual and need a stronger weight.
+# units", "Batch mode as one joint objective"); smaller frames leave a larger style
+# residual and need a stronger weight.
 DEFAULT_TEMPORAL_WEIGHT = 2e8
+JOINT_TEMPORAL_WEIGHT = 5e8
+
+
+def default_temporal_weight(mode: str, coupling: str = "joint") -> float:
+  """The temporal weight a mode uses when none is given."""
+  return JOINT_TEMPORAL_WEIGHT if (mode, coupling) == ("batch", "joint") else \
+      DEFAULT_TEMPORAL_WEIGHT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,15 +100,17 @@ class VideoConfig:
   """How to stylise a clip (module docstring).
 
   mode: none | sequential | batch. temporal_weight: the weight of the temporal term (its
-  raw value is a mean squared difference in RGB 0-255 steps; ``DEFAULT_TEMPORAL_WEIGHT``).
-  offsets: sequential mode's earlier frames (1 = the previous one). passes, blend, window:
-  batch mode's P, δ and frames per batch (0: all). first_pass: batch mode's share of the
+  raw value is a mean squared difference in RGB 0-255 steps; None: the mode's
+  ``default_temporal_weight``, filled in by ``validate``). offsets: sequential mode's
+  earlier frames (1 = the previous one). window: batch mode's frames per batch (0: all).
+  coupling: batch mode's "joint" objective or its multi-pass schedule, "passes". passes,
+  blend: the schedule's P and δ. first_pass: the schedule's share of the
   steps for pass 0 (the rest split evenly over the later passes; 0: every pass ``steps //
   passes``). fill_from_init: sequential mode's initial image takes the warped previous
   result only where it is reliable (mask c) and the frame's own initial image elsewhere,
   c ω + (1 − c) x0_t (for a feed-forward network's frames as x0_t: ``FrameProblems``'s
-  ``init_frames``); False: Ruder's, ω everywhere. carry (batch mode only; the other modes
-  ignore it): passes p >= 1 keep the optimiser state of pass p-1 (``carry_state``: L-BFGS's
+  ``init_frames``); False: Ruder's, ω everywhere. carry (batch mode's passes only; the
+  others ignore it): passes p >= 1 keep the optimiser state of pass p-1 (``carry_state``: L-BFGS's
   curvature pairs, Adam's moments) instead of starting afresh (False). Between passes only
   the temporal term changes (its target, and its mask with the direction): a diagonal part
   of the Hessian, so most of the curvature the pairs hold stays valid, while a restarted
@@ -96,8 +118,9 @@ class VideoConfig:
   mode carrying the optimiser across passes").
   """
   mode: str = "sequential"
-  temporal_weight: float = DEFAULT_TEMPORAL_WEIGHT
+  temporal_weight: float | None = None
   offsets: tuple[int, ...] = (1,)
+  coupling: str = "joint"
   passes: int = 4
   blend: float = 0.5
   window: int = 0
@@ -106,8 +129,14 @@ class VideoConfig:
   carry: bool = True
 
   def validate(self, opt: optimize.OptConfig | None = None) -> VideoConfig:
+    """The config checked, with the temporal weight filled in when it was None."""
     if self.mode not in MODES:
       raise JnstError(f"unknown temporal mode {self.mode!r}: use none, sequential or batch")
+    if self.coupling not in COUPLINGS:
+      raise JnstError(f"unknown coupling {self.coupling!r}: use joint or passes")
+    if self.temporal_weight is None:
+      return dataclasses.replace(self, temporal_weight=default_temporal_weight(
+          self.mode, self.coupling)).validate(opt)
     if not np.isfinite(self.temporal_weight) or self.temporal_weight < 0:
       raise JnstError(f"temporal_weight must be a finite number >= 0, got {self.temporal_weight}")
     offsets = list(self.offsets)
@@ -122,7 +151,10 @@ class VideoConfig:
       raise JnstError(f"window must be >= 0 (0: the whole clip), got {self.window}")
     if not 0 <= self.first_pass < 1:
       raise JnstError(f"first_pass must be in [0, 1) (0: an even split), got {self.first_pass}")
-    if opt is not None and self.mode == "batch" and min(self.pass_steps(opt.steps)) < 1:
+    if self.joint and opt is not None and opt.uses_linesearch:
+      raise JnstError("batch mode's joint coupling steps every frame together: use "
+                      "--linesearch=none (or --coupling=passes)")
+    if opt is not None and self.passed and min(self.pass_steps(opt.steps)) < 1:
       raise JnstError(f"batch mode splits --steps={opt.steps} over {self.passes} passes"
                       f"{f' (--first_pass={self.first_pass:g})' if self.first_pass else ''}: "
                       f"give more steps")
@@ -134,6 +166,16 @@ class VideoConfig:
       return (steps // self.passes,) * self.passes
     first = round(self.first_pass * steps)
     return (first,) + ((steps - first) // (self.passes - 1),) * (self.passes - 1)
+
+  @property
+  def joint(self) -> bool:
+    """Batch mode with the joint objective."""
+    return self.mode == "batch" and self.coupling == "joint"
+
+  @property
+  def passed(self) -> bool:
+    """Batch mode with the multi-pass schedule."""
+    return self.mode == "batch" and self.coupling == "passes"
 
   @property
   def num_targets(self) -> int:
@@ -281,8 +323,9 @@ class ContentFlows:
 @dataclasses.dataclass
 class FrameReport:
   """Progress: ``frame`` (0-based) of ``num_frames`` finished (or, with ``pass_`` set, a
-  batch-mode pass of the window starting at ``frame``), its loss and evaluations, seconds
-  it took, whether it came from the store, elapsed seconds and the ETA over the clip."""
+  batch-mode pass of the window starting at ``frame``, or with ``unit`` "step" the steps
+  done so far of a joint window), its loss and evaluations, seconds it took, whether it
+  came from the store, elapsed seconds and the ETA over the clip."""
   frame: int
   num_frames: int
   loss: float
@@ -294,11 +337,12 @@ class FrameReport:
   pass_: int | None = None
   num_passes: int | None = None
   window: int = 1
+  unit: str = "pass"
 
   def line(self) -> str:
     if self.pass_ is not None:
-      where = (f"frames {self.frame + 1}-{self.frame + self.window}/{self.num_frames} pass "
-               f"{self.pass_ + 1}/{self.num_passes}")
+      where = (f"frames {self.frame + 1}-{self.frame + self.window}/{self.num_frames} "
+               f"{self.unit} {self.pass_ + 1}/{self.num_passes}")
     else:
       where = f"frame {self.frame + 1}/{self.num_frames}"
     what = "cached" if self.cached else f"loss {self.loss:.5g} evals {self.evaluations}"
@@ -436,8 +480,9 @@ def run(problems: Sequence[objective.Problem], cfg: VideoConfig, opt: optimize.O
         for t in range(lo, hi):
           clock.frame(t, infos[t], True)
         continue
-      out, window_infos = run_window([problem(t) for t in range(lo, hi)], lo, n, cfg, opt, key,
-                                     flows, xs[lo - 1] if lo else None, clock)
+      solve = run_joint if cfg.joint else run_window
+      out, window_infos = solve([problem(t) for t in range(lo, hi)], lo, n, cfg, opt, key,
+                                flows, xs[lo - 1] if lo else None, clock)
       for i, t in enumerate(range(lo, hi)):
         xs[t], infos[t] = out[i], {**window_infos[i], "cached": False}
         if store is not None:
@@ -634,3 +679,80 @@ def run_window(problems, lo, n, cfg: VideoConfig, opt: optimize.OptConfig, key, 
             "evaluations": int(evals[i]), "seconds": secs / num, "status": "steps"}
            for i in range(num)]
   return x_prev, infos
+
+
+@dataclasses.dataclass(frozen=True)
+class JointLoss:
+  """Batch mode's joint objective over a window (module docstring), for
+  ``optimize.Vmap(joint=True)``: ``loss(x, (shared, per_frame, before))`` with x (N, H, W,
+  3) the window's frames in input space gives the frames' losses (N,) and weighted terms
+  ({name: (N,)}). ``per_frame``: "content" (stacked targets), "flow" (N, H, W, 2): flow(t,
+  t−1) of each frame, "mask" (N, H, W): its reliability (frame 0 of the window: 0, or
+  towards ``before`` (H, W, 3), the earlier window's last result), "weight" (N,): 1, or 0
+  for padding. Frame t's temporal target, x_{t−1} warped to t, is computed from the
+  current iterate, so its gradient reaches both frames."""
+  frame: FrameLoss
+
+  def __call__(self, x, data):
+    shared, per, before = data
+    prev = jnp.concatenate([before[None], x[:-1]])
+    warped = jax.vmap(flow.warp)(prev, per["flow"]) * shared["pixel_scale"]
+    target = {"warped": warped[:, None], "mask": per["mask"][:, None, :, :, None]}
+    losses, terms = jax.vmap(self.frame, in_axes=(0, (None, 0)))(
+        x, (shared, {"content": per["content"], "temporal": target}))
+    w = per["weight"]
+    return w * losses, {k: w * v for k, v in terms.items()}
+
+
+def run_joint(problems, lo, n, cfg: VideoConfig, opt: optimize.OptConfig, key, flows, before,
+              clock: _Clock | None = None):
+  """Batch mode's joint objective on one window (``problems`` with the temporal term): (x
+  (N, H, W, 3), per frame info). One ``optimize.drive`` of ``opt.steps`` steps, the frame
+  axis sharded over every device (padded to a multiple of the device count with copies of
+  the last frame of weight 0)."""
+  m = batched.mesh()
+  num = len(problems)
+  size, _ = batched.batch_layout(num, num, m.size)
+  member, shared = NamedSharding(m, P(batched.AXIS)), NamedSharding(m, P())
+  base = problems[0]
+  h, w, _ = base.shape
+  flow_of, mask_of = [], []
+  for t in range(lo, lo + num):
+    if t == lo and before is None:
+      f, c = np.zeros((h, w, 2), np.float32), np.zeros((h, w), np.float32)
+    else:
+      f, c = flows(t, t - 1)
+    flow_of.append(np.asarray(f, np.float32))
+    mask_of.append(np.asarray(c, np.float32))
+  stack = lambda trees: jax.tree.map(lambda *a: batched._pad(np.stack(a), size), *trees)
+  per = {"content": stack([p.data["targets"]["content"] for p in problems]),
+         "flow": stack(flow_of), "mask": stack(mask_of),
+         "weight": (np.arange(size) < num).astype(np.float32)}
+  data_shared = {**base.data, "targets": {
+      k: v for k, v in base.data["targets"].items() if k not in PER_FRAME}}
+  before = np.zeros(base.shape, np.float32) if before is None else np.asarray(before)
+  data = (jax.device_put(data_shared, shared), jax.device_put(per, member),
+          jax.device_put(before, shared))
+  loss_fn = JointLoss(FrameLoss(base.objective))
+  x0 = np.stack([np.asarray(p.x0(key)) for p in problems]).astype(np.float32)
+  x0 = jax.device_put(batched._pad(x0, size), member)
+  t0 = time.perf_counter()
+
+  def on_chunk(done, state, host):
+    if clock is not None:
+      clock.frame(lo, {"loss": float(host["loss"][-1][:num].mean()),
+                       "evaluations": int(host["evals"][-1][:num].max()),
+                       "seconds": time.perf_counter() - t0}, False, done / opt.steps * num,
+                  pass_=done - 1, num_passes=opt.steps, window=num, unit="step")
+
+  out = optimize.drive(loss_fn, x0, data, opt, vmap=optimize.Vmap(joint=True),
+                       place=lambda s: jax.device_put(s, member), fetch=batched.gather,
+                       on_chunk=on_chunk)
+  x = batched.gather(out.state.x)[:num]
+  evals = batched.gather(out.state.evals)[:num] + 1
+  loss = np.asarray(out.final_loss)[:num]
+  terms = {k: np.asarray(v)[:num] for k, v in out.final_terms.items()}
+  secs = out.seconds["total"]
+  return x, [{"loss": float(loss[i]), "terms": {k: float(v[i]) for k, v in terms.items()},
+              "evaluations": int(evals[i]), "seconds": secs / num, "status": "steps"}
+             for i in range(num)]

@@ -6,9 +6,10 @@ Memory (``check_memory``): one frame's ``jnst.memory.estimate`` (the frame, the 
 images, the optimiser and activations), times the frames optimised at once — 1 for none
 and sequential, the window (``--window``; 0: the whole clip) for batch — plus the clip held
 on the host (content frames, results in input space and RGB, and the network's frames) and
-the temporal targets (K warped frames and masks per frame in a batch), and in batch mode
-with ``--carry_optimizer`` (the default) the last pass's optimiser state held beside the
-new one's while it is carried over (L-BFGS: 2 × history images per frame; Adam: 2). Over
+the temporal targets (K warped frames and masks per frame in a batch; the joint coupling
+also a flow per frame), and in batch mode's passes with ``--carry_optimizer`` the last
+pass's optimiser state held beside the new one's while it is carried over (L-BFGS: 2 ×
+history images per frame; Adam: 2). Over
 the memory available: one line naming the flag to lower (``--window`` when the batch
 dominates, ``--max_frames`` when the clip does, else ``--size``/``--lbfgs_memory``), exit 2.
 """
@@ -93,7 +94,9 @@ def estimate(cfg, vcfg: video.VideoConfig, frame_shape, num_frames: int, style_s
   k = vcfg.num_targets if vcfg.mode != "none" and not fast_only else 0
   extra = {"clip": num_frames * frame_bytes * (3 + fast),
            "temporal": batch * k * frame_bytes * 4 // 3}
-  if vcfg.carry and vcfg.mode == "batch" and not fast_only:
+  if vcfg.joint and not fast_only:  # Each frame's flow (2 channels) beside its mask.
+    extra["temporal"] += batch * frame_bytes * 2 // 3
+  if vcfg.carry and vcfg.passed and not fast_only:
     per = 2 * cfg.opt.lbfgs_memory if cfg.opt.optimizer == "lbfgs" else 2
     extra["carried"] = batch * per * frame_bytes
   return memory.estimate(cfg.get_backbone(), shape, inputs=[shape, *style_shapes],

@@ -66,7 +66,8 @@ def main(argv):
                     step_progress=cli.Printer() if FLAGS["print_every"].present else None)
   video_io.write_clip(out, res.rgb, clip.fps)
   rec = {"versions": records.versions(), "flags": cli.flag_values(),
-         "backbone": cfg.get_backbone().describe(), "run_id": rid, "cache": str(store.root),
+         "backbone": cfg.get_backbone().describe(), "video": dataclasses.asdict(vcfg),
+         "run_id": rid, "cache": str(store.root),
          "inputs": {"clip": clip.source, "style": style_paths, "frame_indices": clip.indices,
                     "content_mask": FLAGS.content_mask, "style_mask": FLAGS.style_mask},
          "fps": clip.fps, "size": [h, w], "fast_model": fast_rec, **res.summary(),

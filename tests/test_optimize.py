@@ -185,3 +185,50 @@ def test_bad_config_is_a_clear_error():
     OptConfig("sgd").validate()
   with pytest.raises(ValueError, match="steps must be at least 1"):
     OptConfig(steps=0).validate()
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain:
+  """Members coupled along a chain: loss_i = ½|x_i − a_i|² + ½λ|x_i − x_{i−1}|² (i ≥ 1)."""
+  lam: float = 1.0
+  stop: bool = False  # No gradient into x_{i−1} through the link.
+
+  def __call__(self, x, data):
+    prev = jnp.concatenate([x[:1], x[:-1]])  # Member 0 has no predecessor: its term is 0.
+    prev = jax.lax.stop_gradient(prev) if self.stop else prev
+    own = 0.5 * jnp.sum(jnp.square(x - data["a"]), axis=(1, 2, 3))
+    link = 0.5 * self.lam * jnp.sum(jnp.square(x - prev), axis=(1, 2, 3))
+    return own + link, {"own": own, "link": link}
+
+
+@pytest.mark.parametrize("optimizer,steps", [("lbfgs", 100), ("adam", 800)])
+def test_joint_members_reach_the_coupled_minimum(optimizer, steps):
+  """Per-member optimisers on the gradient of the sum find the joint minimum, which solves
+  a tridiagonal linear system (the independent reference); without the coupling's gradient
+  into x_{i−1} they do not."""
+  n, lam = 4, 1.0
+  a = np.random.default_rng(0).normal(size=(n, 2, 3, 3)).astype(np.float32)
+  lap = np.zeros((n, n))
+  for i in range(1, n):
+    lap[i, i] += lam
+    lap[i - 1, i - 1] += lam
+    lap[i, i - 1] -= lam
+    lap[i - 1, i] -= lam
+  want = np.linalg.solve(np.eye(n) + lap, a.reshape(n, -1)).reshape(a.shape)
+  cfg = OptConfig(optimizer=optimizer, steps=steps, chunk=steps // 2,
+                  learning_rate=1.0 if optimizer == "lbfgs" else 0.05)
+  before = optimize.CACHE.compiles
+  out = optimize.drive(Chain(lam), jnp.zeros_like(a), {"a": a}, cfg,
+                       vmap=optimize.Vmap(joint=True))
+  assert optimize.CACHE.compiles - before <= 3  # init, one chunk length, the final loss.
+  np.testing.assert_allclose(out.state.x, want, atol=2e-3)
+  assert out.final_loss.shape == (n,) and out.final_terms["link"].shape == (n,)
+  assert np.all(np.asarray(out.state.evals) == steps)
+  one_sided = optimize.drive(Chain(lam, stop=True), jnp.zeros_like(a), {"a": a}, cfg,
+                             vmap=optimize.Vmap(joint=True)).state.x
+  assert np.abs(np.asarray(one_sided) - want).max() > 0.1
+
+
+def test_joint_members_refuse_a_line_search():
+  with pytest.raises(optimize.JnstError, match="linesearch=none"):
+    optimize.make_step(Chain(), OptConfig(linesearch="zoom"), joint=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from PIL import Image
 
@@ -127,12 +128,15 @@ def test_temporal_modes_flicker_less_than_naive(random_params, pan):
   frames, known, style = pan
   problems = video.FrameProblems(CFG, random_params, frames, [style])
   errs, style_terms = {}, {}
-  for mode in video.MODES:
-    res = video.run(problems, video.VideoConfig(mode=mode, passes=2, temporal_weight=TW),
-                    OPT, flows=known)
-    errs[mode], style_terms[mode] = res.warping_error, res.summary()["mean_terms"]["style"]
+  for mode, coupling in (("none", "joint"), ("sequential", "joint"), ("batch", "joint"),
+                         ("batch", "passes")):
+    cfg = video.VideoConfig(mode=mode, coupling=coupling, passes=2, temporal_weight=TW)
+    res = video.run(problems, cfg, OPT, flows=known)
+    errs[mode, coupling] = res.warping_error
+    style_terms[mode, coupling] = res.summary()["mean_terms"]["style"]
     assert res.rgb.shape == (3, 24, 32, 3) and len(res.frames) == 3
-  assert errs["sequential"] < errs["none"] and errs["batch"] < errs["none"], errs
+  naive = errs["none", "joint"]
+  assert all(e < naive for k, e in errs.items() if k[0] != "none"), errs
   assert all(np.isfinite(v) for v in style_terms.values())
 
 
@@ -164,7 +168,8 @@ def test_batch_mode_equals_its_multipass_schedule(random_params, pan):
   frames, _, style = pan
   problems = video.FrameProblems(CFG, random_params, frames, [style])
   flows = video.ContentFlows(frames)  # DIS both ways: backward passes use flow(t, t+1).
-  cfg = video.VideoConfig(mode="batch", passes=3, temporal_weight=TW, blend=0.3, carry=False)
+  cfg = video.VideoConfig(mode="batch", coupling="passes", passes=3, temporal_weight=TW,
+                          blend=0.3, carry=False)
   # Adam: bounded steps. L-BFGS on random weights takes wild steps (a 1e-4 difference from
   # the batched convs can become a different iterate), which would test chaos, not schedule.
   opt = optimize.OptConfig(optimizer="adam", learning_rate=2.0, steps=6, chunk=2)
@@ -177,10 +182,57 @@ def test_batch_mode_equals_its_multipass_schedule(random_params, pan):
   assert not np.allclose(one.x, ref, atol=1e-2 * np.abs(ref).max())
 
 
-def test_batch_windows_couple_to_the_previous_window(random_params, pan):
+def reference_joint(problems, weight, opt, flows, stop=False, seed=0):
+  """jnst/video.py's documented joint objective written frame by frame — Σ_t L_t(x_t) with
+  frame t's temporal term towards x_{t−1} warped to t — minimised by Adam on the stacked
+  frames (Adam is elementwise: the same as one Adam per frame). ``stop``: no gradient into
+  x_{t−1} through the term."""
+  ps = [video.with_temporal(p, weight, 1) for p in problems]
+  pairs = [None] + [flows(t, t - 1) for t in range(1, len(ps))]
+
+  def total(x):
+    out = 0.0
+    for t, p in enumerate(ps):
+      if t:
+        f, c = pairs[t]
+        prev = jax.lax.stop_gradient(x[t - 1]) if stop else x[t - 1]
+        w = flow.warp(prev, jnp.asarray(f))
+        p = video.set_temporal(p, video.temporal_target(p, w[None], jnp.asarray(c)[None]))
+      out = out + p.objective(x[t], p.data)[0]
+    return out
+
+  tx = optax.adam(opt.learning_rate)
+  x = jnp.stack([p.x0(jax.random.key(seed)) for p in ps])
+  state, grad = tx.init(x), jax.jit(jax.grad(total))
+  for _ in range(opt.steps):
+    updates, state = tx.update(grad(x), state, x)
+    x = x + updates
+  return np.asarray(x)
+
+
+def test_batch_joint_equals_its_documented_objective(random_params, pan):
   frames, known, style = pan
   problems = video.FrameProblems(CFG, random_params, frames, [style])
-  cfg = video.VideoConfig(mode="batch", passes=2, temporal_weight=TW)
+  cfg = video.VideoConfig(mode="batch", temporal_weight=TW)
+  assert cfg.coupling == "joint"  # The default.
+  opt = optimize.OptConfig(optimizer="adam", learning_rate=2.0, steps=6, chunk=3)
+  res = video.run(problems, cfg, opt, flows=known)
+  ref = reference_joint(problems, TW, opt, known)
+  np.testing.assert_allclose(res.x, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+  assert [f["evaluations"] for f in res.frames] == [7, 7, 7]  # 6 steps and the final loss.
+  # The term's gradient reaches the earlier frame: without it the result differs.
+  one_sided = reference_joint(problems, TW, opt, known, stop=True)
+  assert not np.allclose(one_sided, ref, atol=1e-2 * np.abs(ref).max())
+  # The final terms are each frame's own, at the final frames.
+  temporal = [f["terms"]["temporal"] for f in res.frames]
+  assert temporal[0] == 0 and all(v > 0 for v in temporal[1:])
+
+
+@pytest.mark.parametrize("coupling", video.COUPLINGS)
+def test_batch_windows_couple_to_the_previous_window(random_params, pan, coupling):
+  frames, known, style = pan
+  problems = video.FrameProblems(CFG, random_params, frames, [style])
+  cfg = video.VideoConfig(mode="batch", coupling=coupling, passes=2, temporal_weight=TW)
   whole = video.run(problems, cfg, OPT, flows=known)
   windows = video.run(problems, dataclasses.replace(cfg, window=2), OPT, flows=known)
   np.testing.assert_allclose(windows.x[:2], video.run(
@@ -217,14 +269,24 @@ def test_resume_after_interruption_gives_the_same_frames(random_params, pan, tmp
 
 def test_video_config_errors():
   for bad, msg in ((dict(mode="fast"), "unknown temporal mode"),
+                   (dict(coupling="gauss"), "unknown coupling"),
                    (dict(offsets=(2, 4)), "start at 1"), (dict(passes=1), "at least 2 passes"),
                    (dict(blend=2.0), "blend"), (dict(temporal_weight=-1.0), "temporal_weight")):
     with pytest.raises(JnstError, match=msg):
       video.VideoConfig(**bad).validate()
   with pytest.raises(JnstError, match="splits --steps=3 over 4 passes: give more steps"):
-    video.VideoConfig(mode="batch", passes=4).validate(optimize.OptConfig(steps=3))
+    video.VideoConfig(mode="batch", coupling="passes", passes=4).validate(
+        optimize.OptConfig(steps=3))
+  video.VideoConfig(mode="batch", passes=4).validate(optimize.OptConfig(steps=3))  # Joint: no.
+  with pytest.raises(JnstError, match="--linesearch=none"):
+    video.VideoConfig(mode="batch").validate(optimize.OptConfig(linesearch="zoom"))
+  # No weight given: the mode's own default, filled in.
+  assert video.VideoConfig(mode="batch").validate().temporal_weight == video.JOINT_TEMPORAL_WEIGHT
+  assert video.VideoConfig(mode="batch", coupling="passes").validate().temporal_weight == \
+      video.DEFAULT_TEMPORAL_WEIGHT == video.VideoConfig().validate().temporal_weight
   with pytest.raises(JnstError, match=r"over 2 passes \(--first_pass=0.99\)"):
-    video.VideoConfig(mode="batch", passes=2, first_pass=0.99).validate(optimize.OptConfig(steps=5))
+    video.VideoConfig(mode="batch", coupling="passes", passes=2, first_pass=0.99).validate(
+        optimize.OptConfig(steps=5))
 
 
 # ---------------------------------------------------------------- clip I/O
@@ -276,12 +338,13 @@ def test_script_writes_video_and_record_and_resumes(tmp_path, random_weights_fil
           "--passes=2", "--content_layers=relu2_1", "--style_layers=relu1_1,relu2_1"]
   p = run_script(*args)
   assert p.returncode == 0, p.stderr
-  assert "frame 3/3" in p.stdout and "eta" in p.stdout and "pass 2/2" in p.stdout
+  assert "frame 3/3" in p.stdout and "eta" in p.stdout and "frames 1-3/3 step 4/4" in p.stdout
   rec = json.loads(out.with_suffix(".json").read_text())
   for key in ("flags", "versions", "run_id", "warping_error", "per_frame", "seconds",
               "frames_per_second", "mean_terms"):
     assert key in rec, key
   assert len(rec["per_frame"]) == 3 and rec["flags"]["temporal"] == "batch"
+  assert rec["flags"]["coupling"] == "joint" and rec["video"]["temporal_weight"] == 5e8
   assert len(video_io.read_clip(out, 32).frames) == 3
   first = out.read_bytes()
   again = run_script(*args)

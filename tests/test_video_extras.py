@@ -149,7 +149,7 @@ def test_one_content_mask_for_every_frame(random_params, pan):
 
 def test_memory_estimate_multiplies_by_the_window():
   seq = video.VideoConfig(mode="sequential")
-  batch = video.VideoConfig(mode="batch", carry=False)
+  batch = video.VideoConfig(mode="batch", coupling="passes", carry=False)
   shape, styles = (96, 128, 3), [(128, 128, 3)]
   one = video_cli.estimate(CFG, seq, shape, 16, styles)
   whole = video_cli.estimate(CFG, batch, shape, 16, styles)
@@ -166,6 +166,10 @@ def test_memory_estimate_multiplies_by_the_window():
                                styles)
   assert carried.parts["carried"] == four.parts["lbfgs"]  # The old history beside the new.
   assert carried.bytes == four.bytes + four.parts["lbfgs"] and "carried" not in four.parts
+  joint = video_cli.estimate(CFG, dataclasses.replace(batch, window=4, coupling="joint"), shape,
+                             16, styles)  # Nothing carried; a flow per frame.
+  assert "carried" not in joint.parts and joint.parts["temporal"] == four.parts["temporal"] + (
+      4 * 4 * 96 * 128 * 3 * 2 // 3)
 
 
 # ---------------------------------------------------------------- the script
@@ -297,7 +301,8 @@ def test_carried_lbfgs_state_keeps_its_curvature(rules):
 def test_batch_mode_carries_the_optimiser_across_passes(random_params, pan):
   frames, known, style = pan
   problems = video.FrameProblems(CFG, random_params, frames, [style])
-  cfg = video.VideoConfig(mode="batch", passes=2, temporal_weight=1e7, blend=1.0, carry=False)
+  cfg = video.VideoConfig(mode="batch", coupling="passes", passes=2, temporal_weight=1e7,
+                          blend=1.0, carry=False)
   assert video.VideoConfig().carry  # The default since BENCHMARKS.md's 256 px comparison.
   plain = video.run(problems, cfg, OPT, flows=known)
   carried = video.run(problems, dataclasses.replace(cfg, carry=True), OPT, flows=known)
