@@ -18,7 +18,9 @@ compiled step (``status``), so a chunk can finish without changing the result an
 evaluation count stays exact.
 
 ``run`` optimises one state; ``drive`` is the loop itself, which ``jnst.batched`` runs over
-a vmapped batch of states (``Vmap``) with its own placement and gathering hooks.
+a vmapped batch of states (``Vmap``) with its own placement and gathering hooks, and
+``jnst.video`` over members whose losses are coupled (``Vmap(joint=True)``: one loss over
+the batch, each member's optimiser on its part of the gradient).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Video: warping and Ruder's masks, the temporal term, the runner's modes (warping error,
-batch == its documented multi-pass schedule, resume), clip I/O, and the script's outputs
-and one-line errors. Random weights, images of at most 40 px, CPU. Needs the ``video``
-extra (PyAV, OpenCV), which CI installs."""
+batch == its documented joint objective and multi-pass schedule, sharded, resume), clip
+I/O, and the script's outputs and one-line errors. Random weights, images of at most 40 px,
+CPU. Needs the ``video`` extra (PyAV, OpenCV), which CI installs."""
 
 import dataclasses
 import json
@@ -226,6 +226,39 @@ def test_batch_joint_equals_its_documented_objective(random_params, pan):
   # The final terms are each frame's own, at the final frames.
   temporal = [f["terms"]["temporal"] for f in res.frames]
   assert temporal[0] == 0 and all(v > 0 for v in temporal[1:])
+
+
+SHARDED_JOINT = """
+import jax, numpy as np
+import jnst.backbones.vgg as vgg, jnst.video as video
+from tests.test_video import joint_case
+problems, cfg, opt, flows = joint_case(vgg.VGG19.init_random(jax.random.key(0)))
+np.save(OUT, video.run(problems, cfg, opt, flows=flows).x)
+print(jax.device_count())
+"""
+
+
+def joint_case(params):
+  """(problems, config, optimiser, true flows) of a joint batch on a 3-frame camera move."""
+  move = flow.CameraMove(smooth_photo(), 3, (24, 32), pan=(0.1, 0.05), zoom=1.05)
+  problems = video.FrameProblems(CFG, params, list(move.frames), [smooth_photo(32, seed=1)])
+  opt = optimize.OptConfig(optimizer="adam", learning_rate=2.0, steps=4, chunk=4)
+  return problems, video.VideoConfig(mode="batch", temporal_weight=TW), opt, move
+
+
+def test_batch_joint_sharded_over_two_devices(random_params, tmp_path):
+  """3 frames on 2 devices: padded to 4 with a frame of weight 0, the coupling across the
+  shards' boundary; the same frames as on one device."""
+  out = tmp_path / "x.npy"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  p = subprocess.run([sys.executable, "-c", f"OUT = {str(out)!r}" + SHARDED_JOINT],
+                     capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+  assert p.returncode == 0, p.stderr
+  assert p.stdout.split()[-1] == "2"
+  problems, cfg, opt, flows = joint_case(random_params)
+  one = video.run(problems, cfg, opt, flows=flows).x
+  np.testing.assert_allclose(np.load(out), one, rtol=0, atol=1e-4 * np.abs(one).max())
 
 
 @pytest.mark.parametrize("coupling", video.COUPLINGS)
