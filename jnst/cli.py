@@ -245,15 +245,17 @@ def define_video_flags():
           "loss compares with (1 = previous; 1,2,4 adds Ruder's long-term terms).")
   _define("integer", "passes", 4, "Batch mode, --coupling=passes: passes (--steps are split "
           "over them).", lower_bound=2)
-  _define("float", "blend", 0.5, "Batch mode, --coupling=passes: δ, weight of a frame's own previous pass in its "
-          "next initial image.", check=lambda v: 0 <= v <= 1, message="must be in [0, 1]")
+  _define("float", "blend", 0.5, "Batch mode, --coupling=passes: δ, weight of a frame's own "
+          "previous pass in its next initial image.", check=lambda v: 0 <= v <= 1,
+          message="must be in [0, 1]")
   _define("integer", "window", 0, "Batch mode: frames per batch (0: the whole clip).",
           lower_bound=0)
-  _define("float", "first_pass", 0.0, "Batch mode, --coupling=passes: share of --steps for pass 0 (the rest split "
-          "evenly over the later passes; 0: an even split).", check=lambda v: 0 <= v < 1,
-          message="must be in [0, 1)")
-  _define("bool", "carry_optimizer", True, "Batch mode, --coupling=passes: each pass keeps the last pass's "
-          "optimiser state (L-BFGS history, Adam moments); --nocarry_optimizer restarts it.")
+  _define("float", "first_pass", 0.0, "Batch mode, --coupling=passes: share of --steps for "
+          "pass 0 (the rest split evenly over the later passes; 0: an even split).",
+          check=lambda v: 0 <= v < 1, message="must be in [0, 1)")
+  _define("bool", "carry_optimizer", True, "Batch mode, --coupling=passes: each pass keeps the "
+          "last pass's optimiser state (L-BFGS history, Adam moments); --nocarry_optimizer "
+          "restarts it.")
   _define("string", "cache_dir", None, "Finished frames are kept here per run id, to resume "
           "(default: <output>.cache).")
   _define("bool", "camera_move", False, "Instead of --input: a synthetic pan and zoom over "

@@ -21,9 +21,10 @@ for videos"; repository manuelruder/artistic-videos):
   (vmapped: ``optimize.Vmap(joint=True)``) and steps on its slice of ∇J, ``opt.steps``
   steps from ``Problem.x0``; no passes.
 
-  ``passes`` — coupled through their previous-pass values. The documented multi-pass schedule (``passes`` = P; ``VideoConfig.pass_steps`` splits
-  ``opt.steps``: S_0 = round(``first_pass`` · steps) for pass 0 and the rest evenly over the
-  later passes, S_p each; ``first_pass`` = 0 splits evenly, S_p = steps // P):
+  ``passes`` — coupled through their previous-pass values. The documented multi-pass
+  schedule (``passes`` = P; ``VideoConfig.pass_steps`` splits ``opt.steps``: S_0 =
+  round(``first_pass`` · steps) for pass 0 and the rest evenly over the later passes, S_p
+  each; ``first_pass`` = 0 splits evenly, S_p = steps // P):
 
     pass 0: frame t from ``Problem.x0`` (as ``none``), no temporal term (masks 0), S_0 steps.
     pass p ≥ 1: direction forward if p is odd (neighbour n = t−1), backward if even
@@ -110,12 +111,12 @@ class VideoConfig:
   result only where it is reliable (mask c) and the frame's own initial image elsewhere,
   c ω + (1 − c) x0_t (for a feed-forward network's frames as x0_t: ``FrameProblems``'s
   ``init_frames``); False: Ruder's, ω everywhere. carry (batch mode's passes only; the
-  others ignore it): passes p >= 1 keep the optimiser state of pass p-1 (``carry_state``: L-BFGS's
-  curvature pairs, Adam's moments) instead of starting afresh (False). Between passes only
-  the temporal term changes (its target, and its mask with the direction): a diagonal part
-  of the Hessian, so most of the curvature the pairs hold stays valid, while a restarted
-  L-BFGS spends the first evaluations of every pass on short steps (BENCHMARKS.md, "Batch
-  mode carrying the optimiser across passes").
+  others ignore it): passes p >= 1 keep the optimiser state of pass p-1 (``carry_state``:
+  L-BFGS's curvature pairs, Adam's moments) instead of starting afresh (False). Between
+  passes only the temporal term changes (its target, and its mask with the direction): a
+  diagonal part of the Hessian, so most of the curvature the pairs hold stays valid, while
+  a restarted L-BFGS spends the first evaluations of every pass on short steps
+  (BENCHMARKS.md, "Batch mode carrying the optimiser across passes").
   """
   mode: str = "sequential"
   temporal_weight: float | None = None
@@ -154,7 +155,7 @@ class VideoConfig:
     if self.joint and opt is not None and opt.uses_linesearch:
       raise JnstError("batch mode's joint coupling steps every frame together: use "
                       "--linesearch=none (or --coupling=passes)")
-    if opt is not None and self.passed and min(self.pass_steps(opt.steps)) < 1:
+    if opt is not None and self.multipass and min(self.pass_steps(opt.steps)) < 1:
       raise JnstError(f"batch mode splits --steps={opt.steps} over {self.passes} passes"
                       f"{f' (--first_pass={self.first_pass:g})' if self.first_pass else ''}: "
                       f"give more steps")
@@ -173,7 +174,7 @@ class VideoConfig:
     return self.mode == "batch" and self.coupling == "joint"
 
   @property
-  def passed(self) -> bool:
+  def multipass(self) -> bool:
     """Batch mode with the multi-pass schedule."""
     return self.mode == "batch" and self.coupling == "passes"
 
@@ -589,13 +590,13 @@ def carry_state(fresh: optimize.State, prev: optimize.State, value=None,
   L-BFGS (``jnst.lbfgs``, torch's rules): the accepted pairs are kept and the remembered
   step and gradient are set to s_last and grad − y_last, so that the pass's first update
   adds the last accepted pair again (not a pair across the jump to x0 and the change of
-  target); a member with no accepted pair yet starts afresh. L-BFGS (optax): the history of curvature pairs (s, y) is kept, and the remembered
-  iterate and gradient are set to x0 − s_last and grad − y_last, so that the first step
-  of the pass adds the last pair again (a BFGS update with a pair already satisfied changes
-  nothing) rather than a pair across the jump to x0 and the change of target, and the
-  initial scaling ⟨s, y⟩/⟨y, y⟩ stays the last pair's; the line search starts from
-  ``value``/``grad`` at x0. A member with fewer than 2 steps so far starts afresh. Adam:
-  the moments and count are kept."""
+  target); a member with no accepted pair yet starts afresh. L-BFGS (optax): the history
+  of curvature pairs (s, y) is kept, and the remembered iterate and gradient are set to
+  x0 − s_last and grad − y_last, so that the first step of the pass adds the last pair
+  again (a BFGS update with a pair already satisfied changes nothing) rather than a pair
+  across the jump to x0 and the change of target, and the initial scaling ⟨s, y⟩/⟨y, y⟩
+  stays the last pair's; the line search starts from ``value``/``grad`` at x0. A member
+  with fewer than 2 steps so far starts afresh. Adam: the moments and count are kept."""
   def parts(opt):  # jnst.lbfgs's state is one NamedTuple; optax's chains are tuples.
     return (opt,) if isinstance(opt, lbfgs.LBFGSState) else tuple(opt)
 

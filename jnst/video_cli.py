@@ -96,7 +96,7 @@ def estimate(cfg, vcfg: video.VideoConfig, frame_shape, num_frames: int, style_s
            "temporal": batch * k * frame_bytes * 4 // 3}
   if vcfg.joint and not fast_only:  # Each frame's flow (2 channels) beside its mask.
     extra["temporal"] += batch * frame_bytes * 2 // 3
-  if vcfg.carry and vcfg.passed and not fast_only:
+  if vcfg.carry and vcfg.multipass and not fast_only:
     per = 2 * cfg.opt.lbfgs_memory if cfg.opt.optimizer == "lbfgs" else 2
     extra["carried"] = batch * per * frame_bytes
   return memory.estimate(cfg.get_backbone(), shape, inputs=[shape, *style_shapes],

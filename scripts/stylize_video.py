@@ -2,7 +2,7 @@ r"""Video style transfer without flicker (Ruder et al. 2016; jnst/video.py).
 
   python scripts/stylize_video.py --max_frames=8 --size=128 --steps=100   # the demo clip
   python scripts/stylize_video.py --input=clip.mp4 --style=painting.jpg --output=out.mp4 \
-      --temporal=batch --passes=4 --window=16
+      --temporal=batch --window=16   # one joint objective per 16-frame window
   python scripts/stylize_video.py --camera_move --temporal=none --output=naive.gif
 
   python scripts/stylize_video.py --fast_model=out/ff --temporal=sequential --steps=50  # init

@@ -189,7 +189,7 @@ def test_bad_config_is_a_clear_error():
 
 @dataclasses.dataclass(frozen=True)
 class Chain:
-  """Members coupled along a chain: loss_i = ½|x_i − a_i|² + ½λ|x_i − x_{i−1}|² (i ≥ 1)."""
+  """Members in a chain: loss_i = ½|x_i − a_i|² + ½λ|x_i − x_{i−1}|² (i ≥ 1)."""
   lam: float = 1.0
   stop: bool = False  # No gradient into x_{i−1} through the link.
 
