@@ -9,6 +9,7 @@
 * ``recorder``: benchmark records and the shared optimiser settings.
 * ``step_memory``: bytes of one compiled step per size, from XLA's accounting (issue 10).
 * ``time_to_quality``: single scale vs pyramid vs PyTorch to the same loss (issue 10).
+* ``peaks``: the machine's matmul and 3×3 conv GFLOP/s per dtype, JAX and PyTorch.
 """
 
 
