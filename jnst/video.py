@@ -753,7 +753,8 @@ def run_joint(problems, lo, n, cfg: VideoConfig, opt: optimize.OptConfig, key, f
   evals = batched.gather(out.state.evals)[:num] + 1
   loss = np.asarray(out.final_loss)[:num]
   terms = {k: np.asarray(v)[:num] for k, v in out.final_terms.items()}
+  status = batched.gather(out.state.status)[:num]
   secs = out.seconds["total"]
   return x, [{"loss": float(loss[i]), "terms": {k: float(v[i]) for k, v in terms.items()},
-              "evaluations": int(evals[i]), "seconds": secs / num, "status": "steps"}
-             for i in range(num)]
+              "evaluations": int(evals[i]), "seconds": secs / num,
+              "status": optimize.STATUS[int(status[i])]} for i in range(num)]

@@ -220,6 +220,7 @@ def test_batch_joint_equals_its_documented_objective(random_params, pan):
   ref = reference_joint(problems, TW, opt, known)
   np.testing.assert_allclose(res.x, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
   assert [f["evaluations"] for f in res.frames] == [7, 7, 7]  # 6 steps and the final loss.
+  assert [f["status"] for f in res.frames] == ["steps"] * 3
   # The term's gradient reaches the earlier frame: without it the result differs.
   one_sided = reference_joint(problems, TW, opt, known, stop=True)
   assert not np.allclose(one_sided, ref, atol=1e-2 * np.abs(ref).max())
