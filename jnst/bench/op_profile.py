@@ -37,6 +37,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jnst.bench import timing
+
 CLASSES = ("conv_fwd", "conv_bwd", "pool_fwd", "pool_bwd", "gram_fwd", "gram_bwd",
            "relu_bias_fwd", "elementwise_bwd", "loss", "copy", "other")
 
@@ -284,13 +286,7 @@ def single_conv(frameworks=("jax", "torch"), size: int = 128, channels: int = 12
   out = {}
 
   def best(f):
-    f()
-    ts = []
-    for _ in range(repeats):
-      t0 = time.perf_counter()
-      f()
-      ts.append(time.perf_counter() - t0)
-    return flop / min(ts) / 1e9
+    return flop / timing.best_seconds(f, repeats) / 1e9
 
   if "jax" in frameworks:
     conv = jax.jit(lambda x, k: jax.lax.conv_general_dilated(
