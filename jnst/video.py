@@ -65,6 +65,7 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -631,32 +632,61 @@ def carry_state(fresh: optimize.State, prev: optimize.State, value=None,
   return fresh._replace(opt=opt, evals=fresh.evals + counted)
 
 
+class _Layout(NamedTuple):
+  """A window's frames on the devices: ``size`` (padded to a multiple of the device
+  count), ``member`` / ``shared`` (the frame axis sharded / replicated), ``shared_data``
+  (the data every frame shares, placed), ``stack`` (per-frame host trees -> one tree
+  padded to ``size`` with copies of the last frame) and ``x0`` (the initial images,
+  stacked, on the host)."""
+  size: int
+  member: NamedSharding
+  shared: NamedSharding
+  shared_data: dict
+  stack: Callable
+  x0: np.ndarray
+
+
+def _layout(problems, key) -> _Layout:
+  m = batched.mesh()
+  size, _ = batched.batch_layout(len(problems), len(problems), m.size)
+  member, shared = NamedSharding(m, P(batched.AXIS)), NamedSharding(m, P())
+  base = problems[0]
+  data = jax.device_put({**base.data, "targets": {
+      k: v for k, v in base.data["targets"].items() if k not in PER_FRAME}}, shared)
+  stack = lambda trees: jax.tree.map(lambda *a: batched._pad(np.stack(a), size), *trees)
+  x0 = np.stack([np.asarray(p.x0(key)) for p in problems]).astype(np.float32)
+  return _Layout(size, member, shared, data, stack, x0)
+
+
+def _frame_infos(loss, terms, evals, seconds: float, status) -> list[dict]:
+  """Per frame {"loss", "terms", "evaluations", "seconds", "status"} from a window's arrays
+  (seconds: the window's, shared evenly)."""
+  return [{"loss": float(loss[i]), "terms": {k: float(v[i]) for k, v in terms.items()},
+           "evaluations": int(evals[i]), "seconds": seconds / len(loss),
+           "status": optimize.STATUS[int(status[i])]} for i in range(len(loss))]
+
+
 def run_window(problems, lo, n, cfg: VideoConfig, opt: optimize.OptConfig, key, flows, before,
                clock: _Clock | None = None):
   """Batch mode on one window (``problems`` with the temporal term): (x (N, H, W, 3), per
   frame info). One vmapped ``optimize.drive`` per pass, the frame axis sharded over every
   device (padded with copies of the last frame to a multiple of the device count)."""
-  m = batched.mesh()
   num = len(problems)
-  size, _ = batched.batch_layout(num, num, m.size)
-  member, shared = NamedSharding(m, P(batched.AXIS)), NamedSharding(m, P())
+  lay = _layout(problems, key)
+  member, stack, x_prev = lay.member, lay.stack, lay.x0
   pass_opts = [dataclasses.replace(opt, steps=s, chunk=min(opt.chunk, s))
                for s in cfg.pass_steps(opt.steps)]
-  base = problems[0]
-  loss_fn, vmap = FrameLoss(base.objective), optimize.Vmap((None, 0))
-  stack = lambda trees: jax.tree.map(lambda *a: batched._pad(np.stack(a), size), *trees)
+  loss_fn, vmap = FrameLoss(problems[0].objective), optimize.Vmap((None, 0))
   content = jax.device_put(stack([p.data["targets"]["content"] for p in problems]), member)
-  data_shared = jax.device_put({**base.data, "targets": {
-      k: v for k, v in base.data["targets"].items() if k not in PER_FRAME}}, shared)
-  x_prev = np.stack([np.asarray(p.x0(key)) for p in problems]).astype(np.float32)
   targets = [p.data["targets"]["temporal"] for p in problems]  # Pass 0: masks 0.
   evals, secs = np.zeros(num, np.int64), 0.0
   final_terms = final_loss = None
   for p in range(cfg.passes):
     if p:
       x_prev, targets = pass_targets(problems, x_prev, lo, n, p, flows, before, cfg.blend)
-    data = (data_shared, {"content": content, "temporal": jax.device_put(stack(targets), member)})
-    x0 = jax.device_put(batched._pad(x_prev, size), member)
+    data = (lay.shared_data, {"content": content,
+                              "temporal": jax.device_put(stack(targets), member)})
+    x0 = jax.device_put(batched._pad(x_prev, lay.size), member)
     adjust = None
     if cfg.carry and p:
       value = grad = None
@@ -674,12 +704,9 @@ def run_window(problems, lo, n, cfg: VideoConfig, opt: optimize.OptConfig, key, 
     if clock is not None:
       clock.frame(lo, {"loss": float(final_loss.mean()), "evaluations": int(evals.max()),
                        "seconds": out.seconds["total"]}, False, (p + 1) / cfg.passes * num,
-                  pass_=p,
-                  num_passes=cfg.passes, window=num)
-  infos = [{"loss": float(final_loss[i]), "terms": {k: float(v[i]) for k, v in final_terms.items()},
-            "evaluations": int(evals[i]), "seconds": secs / num, "status": "steps"}
-           for i in range(num)]
-  return x_prev, infos
+                  pass_=p, num_passes=cfg.passes, window=num)
+  status = batched.gather(out.state.status)[:num]
+  return x_prev, _frame_infos(final_loss, final_terms, evals, secs, status)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -711,10 +738,8 @@ def run_joint(problems, lo, n, cfg: VideoConfig, opt: optimize.OptConfig, key, f
   (N, H, W, 3), per frame info). One ``optimize.drive`` of ``opt.steps`` steps, the frame
   axis sharded over every device (padded to a multiple of the device count with copies of
   the last frame of weight 0)."""
-  m = batched.mesh()
   num = len(problems)
-  size, _ = batched.batch_layout(num, num, m.size)
-  member, shared = NamedSharding(m, P(batched.AXIS)), NamedSharding(m, P())
+  lay = _layout(problems, key)
   base = problems[0]
   h, w, _ = base.shape
   flow_of, mask_of = [], []
@@ -725,18 +750,13 @@ def run_joint(problems, lo, n, cfg: VideoConfig, opt: optimize.OptConfig, key, f
       f, c = flows(t, t - 1)
     flow_of.append(np.asarray(f, np.float32))
     mask_of.append(np.asarray(c, np.float32))
-  stack = lambda trees: jax.tree.map(lambda *a: batched._pad(np.stack(a), size), *trees)
-  per = {"content": stack([p.data["targets"]["content"] for p in problems]),
-         "flow": stack(flow_of), "mask": stack(mask_of),
-         "weight": (np.arange(size) < num).astype(np.float32)}
-  data_shared = {**base.data, "targets": {
-      k: v for k, v in base.data["targets"].items() if k not in PER_FRAME}}
+  per = {"content": lay.stack([p.data["targets"]["content"] for p in problems]),
+         "flow": lay.stack(flow_of), "mask": lay.stack(mask_of),
+         "weight": (np.arange(lay.size) < num).astype(np.float32)}
   before = np.zeros(base.shape, np.float32) if before is None else np.asarray(before)
-  data = (jax.device_put(data_shared, shared), jax.device_put(per, member),
-          jax.device_put(before, shared))
+  data = (lay.shared_data, jax.device_put(per, lay.member), jax.device_put(before, lay.shared))
   loss_fn = JointLoss(FrameLoss(base.objective))
-  x0 = np.stack([np.asarray(p.x0(key)) for p in problems]).astype(np.float32)
-  x0 = jax.device_put(batched._pad(x0, size), member)
+  x0 = jax.device_put(batched._pad(lay.x0, lay.size), lay.member)
   t0 = time.perf_counter()
 
   def on_chunk(done, state, host):
@@ -747,14 +767,10 @@ def run_joint(problems, lo, n, cfg: VideoConfig, opt: optimize.OptConfig, key, f
                   pass_=done - 1, num_passes=opt.steps, window=num, unit="step")
 
   out = optimize.drive(loss_fn, x0, data, opt, vmap=optimize.Vmap(joint=True),
-                       place=lambda s: jax.device_put(s, member), fetch=batched.gather,
+                       place=lambda s: jax.device_put(s, lay.member), fetch=batched.gather,
                        on_chunk=on_chunk)
-  x = batched.gather(out.state.x)[:num]
-  evals = batched.gather(out.state.evals)[:num] + 1
-  loss = np.asarray(out.final_loss)[:num]
+  x, evals, status = (v[:num] for v in batched.gather(
+      (out.state.x, out.state.evals, out.state.status)))
   terms = {k: np.asarray(v)[:num] for k, v in out.final_terms.items()}
-  status = batched.gather(out.state.status)[:num]
-  secs = out.seconds["total"]
-  return x, [{"loss": float(loss[i]), "terms": {k: float(v[i]) for k, v in terms.items()},
-              "evaluations": int(evals[i]), "seconds": secs / num,
-              "status": optimize.STATUS[int(status[i])]} for i in range(num)]
+  return x, _frame_infos(np.asarray(out.final_loss)[:num], terms, evals + 1,
+                         out.seconds["total"], status)
