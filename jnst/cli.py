@@ -273,9 +273,7 @@ def video_config():
   offsets = _ints(FLAGS.temporal_offsets, "temporal_offsets")
   return video.VideoConfig(mode=FLAGS.temporal, temporal_weight=FLAGS.temporal_weight,
                            offsets=offsets, coupling=FLAGS.coupling, passes=FLAGS.passes,
-                           blend=FLAGS.blend,
-                           window=FLAGS.window,
-                           first_pass=FLAGS.first_pass,
+                           blend=FLAGS.blend, window=FLAGS.window, first_pass=FLAGS.first_pass,
                            fill_from_init=bool(FLAGS.fast_model),
                            carry=FLAGS.carry_optimizer).validate(opt_config())
 

@@ -9,9 +9,9 @@ on the host (content frames, results in input space and RGB, and the network's f
 the temporal targets (K warped frames and masks per frame in a batch; the joint coupling
 also a flow per frame), and in batch mode's passes with ``--carry_optimizer`` the last
 pass's optimiser state held beside the new one's while it is carried over (L-BFGS: 2 ×
-history images per frame; Adam: 2). Over
-the memory available: one line naming the flag to lower (``--window`` when the batch
-dominates, ``--max_frames`` when the clip does, else ``--size``/``--lbfgs_memory``), exit 2.
+history images per frame; Adam: 2). Over the memory available: one line naming the flag to
+lower (``--window`` when the batch dominates, ``--max_frames`` when the clip does, else
+``--size``/``--lbfgs_memory``), exit 2.
 """
 
 from __future__ import annotations

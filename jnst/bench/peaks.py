@@ -1,6 +1,6 @@
-"""What this CPU (or GPU) does at its best, per dtype: a square matmul and one padded 3×3 conv,
-float32 and bfloat16, JAX and (if importable) PyTorch — the ceilings BENCHMARKS.md compares
-whole evaluations and networks with.
+"""What this machine does at its best, per dtype: a square matmul and one padded 3×3 conv,
+float32 and bfloat16, JAX (on its default device) and, if importable, PyTorch (on the CPU) —
+the ceilings BENCHMARKS.md compares whole evaluations and networks with.
 
   python -m jnst.bench.peaks [--n=4096] [--conv=128,128] [--repeats=5]
 
