@@ -9,7 +9,9 @@ counted as full-size equivalents (evaluations x pixels / output pixels, the cost
 evaluation being about proportional to its pixels). Times: the coarse scales' run seconds
 plus the output scale's run seconds up to the crossing (per-evaluation cost taken as
 uniform within a scale); compile seconds are reported apart. Evaluation counts do not depend
-on the machine; seconds do.
+on the machine; seconds do. The loss is today's default stylize loss (``--variant``,
+invariant normalisation); each jnst result also gets ``jnst.bench.look``'s measures (style
+distance ratio, content correlation) and, with ``--save_dir``, is written as PNG.
 
   python -m jnst.bench.time_to_quality --size=512 --out=out/ttq_512.json
   python -m jnst.bench.time_to_quality --size=256 --min_sizes=128,64 --final_steps=300
@@ -23,6 +25,8 @@ import json
 import sys
 from pathlib import Path
 
+
+import numpy as np
 
 import jnst.experiments as experiments
 import jnst.images as images
@@ -51,14 +55,14 @@ def torch_reference(params, content, style, cfg, steps: int) -> dict:
 
 
 def single(params, inputs, cfg, target) -> dict:
-  _, res = experiments.run(cfg, params, inputs)
+  rgb, res = experiments.run(cfg, params, inputs)
   hit = crossing(res.loss_history, res.eval_history, target)
   per_eval = res.seconds["run"] / res.evaluations
   return {"evaluations_to_target": hit, "full_size_evaluations_to_target": hit,
           "seconds_to_target": None if hit is None else hit * per_eval,
           "compile_seconds": res.seconds["compile"], "run_seconds": res.seconds["run"],
           "final_loss": res.loss_history[-1], "evaluations": res.evaluations,
-          "loss_history": res.loss_history}
+          "loss_history": res.loss_history, "rgb": rgb}
 
 
 def pyramid_run(params, content_path, style_path, size, cfg, sched, target) -> dict:
@@ -80,7 +84,16 @@ def pyramid_run(params, content_path, style_path, size, cfg, sched, target) -> d
           "compile_seconds": out.seconds["compile"], "run_seconds": out.seconds["run"],
           "final_loss": last["final_loss"],
           "scales": [{k: v for k, v in s.items() if k != "loss_history"} for s in out.scales],
-          "loss_history": last["loss_history"]}
+          "loss_history": last["loss_history"], "rgb": out.problem.rgb(out.x)}
+
+
+def look(params, r: dict, content, style, save_dir: str | None, name: str) -> None:
+  """Replaces ``r["rgb"]`` by ``jnst.bench.look``'s measures of it (and saves it as PNG)."""
+  from jnst.bench import look as look_lib
+  rgb = np.asarray(r.pop("rgb"))
+  r["look"] = look_lib.measures(vgg.VGG19, params, rgb, content, style)
+  if save_dir:
+    images.save_image(Path(save_dir) / f"{name}.png", rgb)
 
 
 def main(argv=None) -> dict:
@@ -92,6 +105,8 @@ def main(argv=None) -> dict:
   p.add_argument("--content", default=str(SHARED / "tubingen.jpg"))
   p.add_argument("--style", default=str(SHARED / "starry_night.jpg"))
   p.add_argument("--weights", default=None)
+  p.add_argument("--variant", default="invariant", help="loss normalisation (today's default)")
+  p.add_argument("--save_dir", default=None, help="write each jnst result as PNG here")
   p.add_argument("--torch_json", default=None, help="reuse a PyTorch reference record")
   p.add_argument("--skip_single", action="store_true")
   p.add_argument("--torch_threads", type=int, default=0, help="0: torch's default")
@@ -101,8 +116,9 @@ def main(argv=None) -> dict:
   content = images.load_image(a.content, a.size)
   style = images.load_image(a.style, a.size)
   cfg = experiments.StylizeConfig(opt=optimize.OptConfig(steps=a.steps, chunk=50),
-                                 variant="paper")  # BENCHMARKS.md figures: paper units.
-  rec = {"size": a.size, "shape": list(content.shape), "content": a.content, "style": a.style}
+                                 variant=a.variant)
+  rec = {"size": a.size, "shape": list(content.shape), "content": a.content, "style": a.style,
+         "variant": a.variant}
   if a.torch_threads:
     from jnst.bench import torch_ref
     torch_ref.torch().set_num_threads(a.torch_threads)
@@ -115,6 +131,7 @@ def main(argv=None) -> dict:
         flush=True)
   if not a.skip_single:
     rec["single"] = single(params, experiments.Inputs(content, (style,)), cfg, target)
+    look(params, rec["single"], content, style, a.save_dir, "single")
     print("single", {k: v for k, v in rec["single"].items() if k != "loss_history"}, flush=True)
   rec["pyramids"] = []
   for m in (int(v) for v in a.min_sizes.split(",")):
@@ -123,6 +140,7 @@ def main(argv=None) -> dict:
     sched = dataclasses.replace(pyramid.schedule(a.size, a.steps, min_size=m,
                                                  steps_per_scale=steps), rule=f"min_size {m}")
     r = pyramid_run(params, a.content, a.style, a.size, cfg, sched, target)
+    look(params, r, content, style, a.save_dir, f"pyramid_{m}")
     rec["pyramids"].append(r)
     print("pyramid", {k: v for k, v in r.items() if k not in ("loss_history", "scales")},
           flush=True)
