@@ -36,6 +36,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+import jnst.memory as memory
 import jnst.optimize as optimize
 from jnst.errors import JnstError
 from jnst.objective import Problem
@@ -117,14 +118,12 @@ def check_seeds(seeds: Sequence[int]) -> list[int]:
 
 
 def working_set_bytes(problem: Problem, opt: optimize.OptConfig) -> int:
-  """Estimated device bytes one member needs: the optimiser's image-sized buffers (L-BFGS
-  keeps 2 per memory slot) and the forward activations kept for the backward pass."""
-  h, w, _ = problem.shape
-  images = 6 + (2 * opt.lbfgs_memory if opt.optimizer == "lbfgs" else 2)
-  feats = jax.eval_shape(lambda x: problem.backbone.features(
-      problem.params, x, problem.backbone.layer_names),
-      jax.ShapeDtypeStruct((1, h, w, 3), np.float32))
-  return 4 * (images * h * w * 3 + 3 * sum(math.prod(f.shape) for f in feats.values()))
+  """Estimated device bytes one member needs: ``jnst.memory.estimate``'s per-member parts
+  (the optimiser's image-sized buffers, L-BFGS's history, the activations kept for the
+  backward pass through every backbone layer)."""
+  est = memory.estimate(problem.backbone, problem.shape, optimizer=opt.optimizer,
+                        lbfgs_memory=opt.lbfgs_memory)
+  return sum(est.parts[k] for k in ("image", "lbfgs", "activations"))
 
 
 def auto_batch_size(problem: Problem, opt: optimize.OptConfig, n: int,

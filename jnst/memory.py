@@ -12,21 +12,21 @@ The model (``Estimate.parts``, bytes, float32 unless the backbone computes in bf
   image        per member: the iterate, previous iterate, gradient, update and two spare
                image-sized buffers (6 images), plus Adam's two moments
   lbfgs        per member: L-BFGS's history, 2 x ``lbfgs_memory`` image-sized vectors
-  activations  per member: every backbone layer's output up to the deepest used, kept for
-               the backward pass, times 3 (forward values, ReLU masks/pool indices and the
-               backward pass's gradients of the same size); with ``remat=True`` only the
-               block outputs are kept and one block is recomputed at a time
+  activations  per member: every backbone layer's output up to the deepest used (conv, ReLU
+               and pool outputs), times ``ACTIVATION_FACTOR`` = 1.5: the values the
+               backward pass keeps and its gradients; with ``remat=True`` only the block
+               outputs are kept and one block is recomputed at a time
+  runtime      ``RUNTIME_BYTES`` (0.6 GiB): XLA's compiler and runtime, the host copies
   results      extra host arrays the caller holds (``extra``, e.g. a study's images)
 
-``batch`` multiplies the per-member parts. The image, L-BFGS and activation terms are
-those of ``jnst.batched.working_set_bytes`` (its auto batch size). Measured on CPU
-(README, "What happens when things go wrong"): at 384 px the estimate is 1.18 GiB and the
-run's peak RSS 1.16 GiB above an idle process; at 768 px 4.26 GiB against 2.74 GiB (the
-activation factor is conservative for large images). The memory to
-compare with (``available_bytes``): ``$JNST_MEMORY_BYTES`` if set (a cap, and how tests
-mock it), else an accelerator's ``memory_stats()`` (limit minus in use), else
-``MemAvailable`` from /proc/meminfo, else ``os.sysconf`` free pages; None (no check) if
-none is known.
+``batch`` multiplies the per-member parts (``jnst.batched.working_set_bytes``, the
+accelerators' auto batch size, is their sum). The factor and the runtime part are
+calibrated on CPU against XLA's accounting of compiled steps and the peak RSS of real runs
+from 0.1 to 3.1 megapixels (BUILD.md, "Pyramid and high resolution"): the estimate is above
+each by 20-30 %, so a run that fits is not refused. The memory to compare with (``available_bytes``):
+``$JNST_MEMORY_BYTES`` if set (a cap, and how tests mock it), else an accelerator's
+``memory_stats()`` (limit minus in use), else ``MemAvailable`` from /proc/meminfo, else
+``os.sysconf`` free pages; None (no check) if none is known.
 
 A pyramid/high-resolution runner calls ``estimate`` per scale (``remat`` as it runs) and
 ``check_fits`` on the largest.
@@ -48,7 +48,8 @@ from jnst.errors import JnstError
 
 SHARE = 0.9  # check_fits allows this share of the available memory.
 IMAGE_BUFFERS = 6
-ACTIVATION_FACTOR = 3
+ACTIVATION_FACTOR = 1.5
+RUNTIME_BYTES = int(0.6 * 2**30)
 # Which flag to name when a part dominates the estimate.
 FLAGS = {"inputs": "--size (or --style_scale)", "params": "--backbone",
          "image": "--size", "lbfgs": "--lbfgs_memory (or --size)", "activations": "--size",
@@ -138,6 +139,7 @@ def estimate(backbone, shape: Sequence[int], *, inputs: Sequence[Sequence[int]] 
     act = kept + ACTIVATION_FACTOR * max(blocks.values())
   else:
     act = ACTIVATION_FACTOR * sum(sizes)
+  act = int(act)
   image = _nbytes(shape)
   parts = {
       "inputs": 2 * sum(_nbytes(s) for s in inputs),
@@ -145,6 +147,7 @@ def estimate(backbone, shape: Sequence[int], *, inputs: Sequence[Sequence[int]] 
       "image": batch * image * (IMAGE_BUFFERS + (2 if optimizer == "adam" else 0)),
       "lbfgs": batch * image * 2 * lbfgs_memory if optimizer == "lbfgs" else 0,
       "activations": batch * act,
+      "runtime": RUNTIME_BYTES,
       **(extra or {})}
   return Estimate(int(sum(parts.values())), parts, batch, tuple(int(v) for v in shape))
 
@@ -189,14 +192,15 @@ def check_fits(est: Estimate, available: int | None = None, *, share: float = SH
   if available is None or est.bytes <= share * available:
     return est
   names = {**FLAGS, **(flags or {})}
-  if est.parts.get("params", 0) > share * available:
-    raise JnstError(f"{what} needs about {_gb(est.bytes)}; the network weights alone need "
-                    f"{_gb(est.parts['params'])} but only {_gb(available)} is available: free "
-                    f"memory (close other programs) or use another machine")
+  fixed = est.parts.get("params", 0) + est.parts.get("runtime", 0)  # No flag lowers these.
+  if fixed > share * available:
+    raise JnstError(f"{what} needs about {_gb(est.bytes)}; the network weights and XLA's "
+                    f"runtime alone need {_gb(fixed)} but only {_gb(available)} is available: "
+                    f"free memory (close other programs) or use another machine")
   per_member = ("image", "lbfgs", "activations")
-  alone = [k for k in est.parts if k not in per_member and est.parts[k] > share * available]
-  part = alone[0] if alone else max((k for k in est.parts if k != "params"),
-                                    key=est.parts.get)
+  varying = [k for k in est.parts if k not in ("params", "runtime")]
+  alone = [k for k in varying if k not in per_member and est.parts[k] > share * available]
+  part = alone[0] if alone else max(varying, key=est.parts.get)
   flag = names["batch"] if est.batch > 1 and part in per_member else names.get(part, "--size")
   raise JnstError(f"{what} needs about {_gb(est.bytes)} ({est.describe()}) but only "
                   f"{_gb(available)} is available: lower {flag}")
