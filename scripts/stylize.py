@@ -15,7 +15,7 @@ def main(argv):
   j = cli.job("stylize", "stylized.png")
   content = j.inputs.content
   print(f"stylizing {j.paths['content']} ({content.shape[1]}x{content.shape[0]}) with "
-        f"{', '.join(j.paths['style'])}: {j.cfg.opt.optimizer}, {j.cfg.opt.steps} steps",
+        f"{', '.join(j.paths['style'])}: {j.cfg.opt.optimizer}, {sum(cli.schedule().steps)} steps",
         flush=True)
   rgb, res, extra = cli.solve(j.cfg, j.params, j.inputs, j.out, experiment="stylize")
   cli.write_outputs(j.out, rgb, cli.record(

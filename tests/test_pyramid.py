@@ -198,6 +198,7 @@ def test_stylize_script_coarse_to_fine(tmp_path, random_weights_file):
                  "--scales=24", "--steps_per_scale=2,3", "--print_every=1", "--save_every=2")
   assert p.returncode == 0, p.stderr
   assert "coarse-to-fine: 2 scales 24, 32 px" in p.stdout and "scale 2/2 (32 px)" in p.stdout
+  assert "lbfgs, 5 steps" in p.stdout  # The schedule's steps, not --steps.
   assert Image.open(out).size == (32, 27)
   # Intermediate images over both scales (global steps 2 and 4), at the output size.
   for step in (2, 4):
