@@ -196,3 +196,22 @@ def test_look_measures_and_table(random_params):
   table = look.markdown(rows + [dict(row, size=64)])
   assert table.splitlines()[0].startswith("| pair | variant | α | β | 32 px")
   assert len(table.splitlines()) == 3 and "| p | invariant | 1000 | 1000 |" in table
+
+
+def test_look_measures_saved_images_at_their_own_size(random_params, tmp_path):
+  """--measure: a saved result is measured against the pair loaded at its size; the photo
+  itself is 1 / 1 (up to its 8-bit rounding)."""
+  import jnst.bench.look as look
+  import jnst.images as images
+  images.save_image(tmp_path / "c.png", _picture(32))
+  images.save_image(tmp_path / "s.png", _stripes(32))
+  images.save_image(tmp_path / "r.png", _picture(64)[:48, :48])  # Another size: 48 px.
+  images.save_image(tmp_path / "x.png", _stripes(32))
+  rows = look.measure_files(random_params, tmp_path / "c.png", tmp_path / "s.png",
+                            [tmp_path / "c.png", tmp_path / "x.png"])
+  assert rows[0]["style_ratio"] == pytest.approx(1.0, abs=1e-3)
+  assert rows[0]["content_corr"] == pytest.approx(1.0, abs=1e-3)
+  assert rows[1]["style_ratio"] == pytest.approx(0.0, abs=1e-3) and rows[1]["image"].endswith("x.png")
+  (r,) = look.measure_files(random_params, tmp_path / "c.png", tmp_path / "s.png", [tmp_path / "r.png"])
+  assert np.isfinite(r["style_ratio"]) and np.isfinite(r["content_corr"])
+

@@ -27,6 +27,7 @@ import numpy as np
 
 import jnst.experiments as experiments
 import jnst.optimize as optimize
+from jnst.backbones import vgg
 
 
 def _feats(backbone, params, rgb, layers) -> dict:
@@ -96,6 +97,19 @@ def _resized(pair: Pair, side: int):
   return tuple(out)
 
 
+def measure_files(params, content_path, style_path, paths: Sequence[str]) -> list[dict]:
+  """``measures`` of existing result images (e.g. a run's ``--save_every`` images) against
+  one pair, each against the pair loaded at the image's own longer side (VGG-19 ``params``)."""
+  import jnst.images as images
+  rows = []
+  for path in paths:
+    x = images.load_image(path)
+    side = max(x.shape[:2])
+    pair = (images.load_image(content_path, side), images.load_image(style_path, side))
+    rows.append({"image": str(path), **measures(vgg.VGG19, params, x, *pair)})
+  return rows
+
+
 def markdown(rows: Sequence[Mapping]) -> str:
   """Rows -> a table: one line per (pair, variant, α), style_ratio / content_corr per size."""
   sizes = sorted({r["size"] for r in rows})
@@ -114,7 +128,8 @@ def markdown(rows: Sequence[Mapping]) -> str:
 
 def main(argv=None):
   """python -m jnst.bench.look --pairs=photo.jpg:painting.jpg,... --sizes=128,256
-  --alphas=1e3,1e4 [--variant=invariant --steps=200 --out=out/look]"""
+  --alphas=1e3,1e4 [--variant=invariant --steps=200 --out=out/look]; or, with no runs,
+  --pairs=photo.jpg:painting.jpg --measure='out/demo/out*.png' (each image's measures)"""
   import argparse
   import json
   from pathlib import Path
@@ -126,12 +141,21 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=main.__doc__)
   ap.add_argument("--pairs", required=True)
   ap.add_argument("--sizes", default="128,256")
-  ap.add_argument("--alphas", required=True)
+  ap.add_argument("--alphas", default=None)
+  ap.add_argument("--measure", default=None, help="a glob of result images to measure")
   ap.add_argument("--beta", type=float, default=1e3)
   ap.add_argument("--variant", default="invariant")
   ap.add_argument("--steps", type=int, default=200)
   ap.add_argument("--out", default="out/look")
   args = ap.parse_args(argv)
+  if args.measure:
+    import glob
+    c, s = args.pairs.split(":")
+    for r in measure_files(jnst.load_backbone("vgg19")[1], c, s, sorted(glob.glob(args.measure))):
+      print(f"{r['image']}: style {r['style_ratio']:.3f} / corr {r['content_corr']:.3f}")
+    return
+  if not args.alphas:
+    ap.error("--alphas is required (or --measure)")
   sizes = [int(s) for s in args.sizes.split(",")]
   paths = {}
   for spec in args.pairs.split(","):
