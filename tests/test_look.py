@@ -211,7 +211,9 @@ def test_look_measures_saved_images_at_their_own_size(random_params, tmp_path):
                             [tmp_path / "c.png", tmp_path / "x.png"])
   assert rows[0]["style_ratio"] == pytest.approx(1.0, abs=1e-3)
   assert rows[0]["content_corr"] == pytest.approx(1.0, abs=1e-3)
-  assert rows[1]["style_ratio"] == pytest.approx(0.0, abs=1e-3) and rows[1]["image"].endswith("x.png")
-  (r,) = look.measure_files(random_params, tmp_path / "c.png", tmp_path / "s.png", [tmp_path / "r.png"])
+  assert rows[1]["style_ratio"] == pytest.approx(0.0, abs=1e-3)
+  assert rows[1]["image"].endswith("x.png")
+  (r,) = look.measure_files(random_params, tmp_path / "c.png", tmp_path / "s.png",
+                            [tmp_path / "r.png"])
   assert np.isfinite(r["style_ratio"]) and np.isfinite(r["content_corr"])
 

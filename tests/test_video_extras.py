@@ -162,7 +162,8 @@ def test_memory_estimate_multiplies_by_the_window():
   assert fast.parts["lbfgs"] == 0 and fast.parts["clip"] > one.parts["clip"]
   fixed = four.parts["params"] + four.parts["runtime"]  # Fits; the window's frames do not.
   with pytest.raises(JnstError, match="lower --window"):
-    memory.check_fits(four, int((four.bytes + fixed) / 2 / memory.SHARE), flags={"batch": "--window"})
+    memory.check_fits(four, int((four.bytes + fixed) / 2 / memory.SHARE),
+                      flags={"batch": "--window"})
   carried = video_cli.estimate(CFG, dataclasses.replace(batch, window=4, carry=True), shape, 16,
                                styles)
   assert carried.parts["carried"] == four.parts["lbfgs"]  # The old history beside the new.
