@@ -1,13 +1,18 @@
 """Image files (modes converted, huge images resized on load), atomic records, run records,
-contact sheets."""
+contact sheets, the demo files' pins."""
 
+import hashlib
+import io
 import json
+import subprocess
+import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from jnst import images, plots, records
+from jnst import demo, fetch, images, plots, records
 from jnst.errors import JnstError
 
 
@@ -87,3 +92,37 @@ def test_loss_plot_draws_every_curve():
   drawn = plots.loss_plot([([1, 2, 3], [10.0, 5.0, 1.0]), ([1, 2], [8.0, 4.0])], title="t")
   assert drawn.shape == empty.shape == (420, 720, 3)
   assert np.abs(drawn - empty).sum() > 100  # The curves and the band were drawn.
+
+
+@pytest.mark.parametrize("entry", ["CONTENT", "STYLE", "MONA_LISA", "VIDEO"])
+def test_demo_files_are_pinned(entry):
+  spec = getattr(demo, entry)
+  package, _, version = spec["requirement"].partition("==")
+  assert package and version, "an unpinned archive can change under the checksum"
+  assert Path(spec["member"]).name == spec["name"] and len(spec["expected_sha256"]) == 64
+
+
+def test_demo_style_builds_nothing_but_reads_opencvs_sdist(tmp_path, monkeypatch):
+  """The demo painting comes from OpenCV's sdist. pip must be told to take only that package
+  as source: with ``--no-binary :all:`` it would build OpenCV's build requirements (numpy)
+  from source just to read the metadata, which fails without a C toolchain. The member is
+  then taken from the archive pip wrote, checksum-verified."""
+  monkeypatch.setenv("JNST_CACHE", str(tmp_path / "cache"))
+  data, cmds = b"a painting", []
+
+  def run(cmd, **kw):
+    cmds.append(cmd)
+    dest = Path(cmd[cmd.index("-d") + 1])
+    with tarfile.open(dest / "opencv_python_headless-5.0.0.93.tar.gz", "w:gz") as tar:
+      info = tarfile.TarInfo(demo.STYLE["member"])
+      info.size = len(data)
+      tar.addfile(info, io.BytesIO(data))
+    return subprocess.CompletedProcess(cmd, 0, "", "")
+
+  monkeypatch.setattr(fetch.subprocess, "run", run)
+  monkeypatch.setitem(demo.STYLE, "expected_sha256", hashlib.sha256(data).hexdigest())
+  path = demo.style_path(log=lambda m: None)
+  assert path == tmp_path / "cache" / "starry_night.jpg" and path.read_bytes() == data
+  (cmd,) = cmds
+  assert cmd[cmd.index("--no-binary") + 1] == "opencv-python-headless" and "--no-deps" in cmd
+  assert cmd[-1] == "opencv-python-headless==5.0.0.93"
