@@ -194,8 +194,28 @@ def test_look_measures_and_table(random_params):
   assert row["variant"] == "invariant" and row["alpha"] == 1e3 and row["size"] == 32
   assert row["style_ratio"] < 1.0 and 0.0 < row["content_corr"] < 1.0
   table = look.markdown(rows + [dict(row, size=64)])
-  assert table.splitlines()[0].startswith("| pair | variant | α | β | 32 px")
-  assert len(table.splitlines()) == 3 and "| p | invariant | 1000 | 1000 |" in table
+  assert table.splitlines()[0].startswith("| pair | backbone | variant | α | β | 32 px")
+  assert len(table.splitlines()) == 3 and "| p | vgg19 | invariant | 1000 | 1000 |" in table
+
+
+def test_look_measures_every_backbone_on_vgg19(random_params):
+  """A VGG-16 run is measured on VGG-19's features (its row says which network ran), so the
+  looks of two backbones' results compare; measured on VGG-16 itself they would differ."""
+  import jnst.bench.look as look
+  import jnst.optimize as optimize
+  content, style = _picture(32), _stripes(32)
+  p16 = vgg.VGG16.init_random(jax.random.key(3))
+  base = experiments.StylizeConfig(backbone="vgg16", opt=optimize.OptConfig(steps=5, chunk=5))
+  rows, ims = look.calibrate(p16, [look.Pair("p", content, style)], [32], [1e3], base,
+                             log=lambda s: None, vgg19_params=random_params)
+  (row,) = rows
+  on19 = look.measures(vgg.VGG19, random_params, ims[0], content, style)
+  on16 = look.measures(vgg.VGG16, p16, ims[0], content, style)
+  assert row["backbone"] == "vgg16"
+  assert row["style_ratio"] == pytest.approx(on19["style_ratio"], rel=1e-6)
+  assert row["content_corr"] == pytest.approx(on19["content_corr"], rel=1e-6)
+  assert abs(on16["style_ratio"] - on19["style_ratio"]) > 1e-3
+  assert "| p | vgg16 | invariant |" in look.markdown(rows)
 
 
 def test_look_measures_saved_images_at_their_own_size(random_params, tmp_path):

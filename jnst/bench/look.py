@@ -12,7 +12,8 @@ features (``backbone``, default layers), written here with NumPy, independently 
   positions and channels); 1 = the photo's content representation.
 
 ``calibrate`` runs a grid (pairs × sizes × content weights α, β fixed) with any
-``StylizeConfig`` and returns one row per run. The commands and the table are in BENCHMARKS.md
+``StylizeConfig`` (any backbone: the results of every backbone are measured on VGG-19, so
+their looks compare) and returns one row per run. The commands and the table are in BENCHMARKS.md
 ("The look of the defaults"). No file I/O here; ``main`` (``python -m jnst.bench.look``)
 reads the images and writes the table, the rows (JSON) and a contact sheet.
 """
@@ -63,12 +64,14 @@ class Pair:
 
 def calibrate(params, pairs: Sequence[Pair], sizes: Sequence[int],
               content_weights: Sequence[float], base: experiments.StylizeConfig,
-              load=None, log=print) -> tuple[list[dict], list[np.ndarray]]:
-  """One run of ``base`` (its variant, β, γ, optimiser) per pair, size (longer side, px) and
-  α in ``content_weights``: (rows {pair, size, variant, α, β, style_ratio, content_corr,
-  loss, seconds}, result images). ``load(pair, side)`` -> (content, style) at that size
-  (default: ``jax.image`` resize of the pair's arrays, aspect kept)."""
-  bb = base.get_backbone()
+              load=None, log=print, vgg19_params=None) -> tuple[list[dict], list[np.ndarray]]:
+  """One run of ``base`` (its backbone with ``params``, variant, β, γ, optimiser) per pair,
+  size (longer side, px) and α in ``content_weights``: (rows {pair, backbone, size, variant,
+  α, β, style_ratio, content_corr, loss, seconds}, result images). The measures use VGG-19
+  with ``vgg19_params`` (default: ``params``, for a VGG-19 run). ``load(pair, side)`` ->
+  (content, style) at that size (default: ``jax.image`` resize of the pair's arrays, aspect
+  kept)."""
+  measure_params = params if vgg19_params is None else vgg19_params
   rows, images = [], []
   for pair in pairs:
     for side in sizes:
@@ -77,9 +80,11 @@ def calibrate(params, pairs: Sequence[Pair], sizes: Sequence[int],
         cfg = dataclasses.replace(base, content_weight=float(a))
         t0 = time.perf_counter()
         rgb, res = experiments.stylize(params, content, [style], cfg)
-        row = {"pair": pair.name, "size": side, "variant": cfg.variant, "alpha": float(a),
-               "beta": float(cfg.style_weight), "steps": cfg.opt.steps,
-               **measures(bb, params, rgb, content, style), "loss": float(res.loss_history[-1]),
+        row = {"pair": pair.name, "backbone": cfg.backbone, "size": side,
+               "variant": cfg.variant, "alpha": float(a), "beta": float(cfg.style_weight),
+               "steps": cfg.opt.steps,
+               **measures(vgg.VGG19, measure_params, rgb, content, style),
+               "loss": float(res.loss_history[-1]),
                "seconds": round(time.perf_counter() - t0, 1)}
         rows.append(row)
         images.append(rgb)
@@ -111,24 +116,28 @@ def measure_files(params, content_path, style_path, paths: Sequence[str]) -> lis
 
 
 def markdown(rows: Sequence[Mapping]) -> str:
-  """Rows -> a table: one line per (pair, variant, α), style_ratio / content_corr per size."""
+  """Rows -> a table: one line per (pair, backbone, variant, α, β), style_ratio /
+  content_corr per size."""
   sizes = sorted({r["size"] for r in rows})
-  keys = list(dict.fromkeys((r["pair"], r["variant"], r["alpha"], r["beta"]) for r in rows))
-  head = "| pair | variant | α | β | " + " | ".join(f"{s} px: style / corr" for s in sizes)
-  lines = [head + " |", "|" + "---|" * (4 + len(sizes))]
+  key_of = lambda r: (r["pair"], r.get("backbone", "vgg19"), r["variant"], r["alpha"], r["beta"])
+  keys = list(dict.fromkeys(key_of(r) for r in rows))
+  head = "| pair | backbone | variant | α | β | " + " | ".join(
+      f"{s} px: style / corr" for s in sizes)
+  lines = [head + " |", "|" + "---|" * (5 + len(sizes))]
   for key in keys:
     cells = []
     for s in sizes:
-      r = [r for r in rows if (r["pair"], r["variant"], r["alpha"], r["beta"]) == key
-           and r["size"] == s]
+      r = [r for r in rows if key_of(r) == key and r["size"] == s]
       cells.append(f"{r[0]['style_ratio']:.3f} / {r[0]['content_corr']:.3f}" if r else "")
-    lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | {key[3]:g} | " + " | ".join(cells) + " |")
+    lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]:g} | {key[4]:g} | "
+                 + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
 def main(argv=None):
   """python -m jnst.bench.look --pairs=photo.jpg:painting.jpg,... --sizes=128,256
-  --alphas=1e3,1e4 [--variant=invariant --steps=200 --out=out/look]; or, with no runs,
+  --alphas=1e3,1e4 [--variant=invariant --steps=200 --backbone=vgg19 --out=out/look]; or,
+  with no runs,
   --pairs=photo.jpg:painting.jpg --measure='out/demo/out*.png' (each image's measures)"""
   import argparse
   import json
@@ -146,6 +155,8 @@ def main(argv=None):
   ap.add_argument("--beta", type=float, default=1e3)
   ap.add_argument("--variant", default="invariant")
   ap.add_argument("--steps", type=int, default=200)
+  ap.add_argument("--backbone", default="vgg19", help="the network the runs use (the "
+                  "measures always use VGG-19)")
   ap.add_argument("--out", default="out/look")
   args = ap.parse_args(argv)
   if args.measure:
@@ -163,17 +174,20 @@ def main(argv=None):
     paths[f"{Path(c).stem}+{Path(s).stem}"] = (c, s)
   pairs = [Pair(name, None, None) for name in paths]
   load = lambda pair, side: tuple(images.load_image(f, side) for f in paths[pair.name])
-  base = experiments.StylizeConfig(variant=args.variant, style_weight=args.beta,
+  base = experiments.StylizeConfig(backbone=args.backbone, variant=args.variant,
+                                   style_weight=args.beta,
                                    opt=optimize.OptConfig(steps=args.steps, chunk=args.steps))
-  _, params = jnst.load_backbone("vgg19")
+  _, params = jnst.load_backbone(args.backbone)
   rows, ims = calibrate(params, pairs, sizes, [float(a) for a in args.alphas.split(",")], base,
-                        load=load)
+                        load=load, vgg19_params=jnst.load_backbone("vgg19")[1])
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  tag = f"{args.variant}_{args.sizes.replace(',', '-')}_{len(rows)}_{int(time.time())}"
+  tag = (f"{args.backbone}_{args.variant}_{args.sizes.replace(',', '-')}_{len(rows)}_"
+         f"{int(time.time())}")
   records.save_json(out / f"look_{tag}.json", {"args": vars(args), "rows": rows})
   for r, im in zip(rows, ims):
-    images.save_image(out / f"{r['pair']}_{r['size']}_{r['variant']}_a{r['alpha']:g}.png", im)
+    images.save_image(out / f"{r['pair']}_{args.backbone}_{r['size']}_{r['variant']}_"
+                      f"a{r['alpha']:g}.png", im)
   print(markdown(rows))
   print(json.dumps({"rows": len(rows), "out": str(out)}))
 
