@@ -216,6 +216,8 @@ def test_look_measures_every_backbone_on_vgg19(random_params):
   assert row["content_corr"] == pytest.approx(on19["content_corr"], rel=1e-6)
   assert abs(on16["style_ratio"] - on19["style_ratio"]) > 1e-3
   assert "| p | vgg16 | invariant |" in look.markdown(rows)
+  with pytest.raises(ValueError, match="pass vgg19_params"):
+    look.calibrate(p16, [look.Pair("p", content, style)], [32], [1e3], base)
 
 
 def test_look_measures_saved_images_at_their_own_size(random_params, tmp_path):

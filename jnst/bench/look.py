@@ -71,6 +71,8 @@ def calibrate(params, pairs: Sequence[Pair], sizes: Sequence[int],
   with ``vgg19_params`` (default: ``params``, for a VGG-19 run). ``load(pair, side)`` ->
   (content, style) at that size (default: ``jax.image`` resize of the pair's arrays, aspect
   kept)."""
+  if vgg19_params is None and base.backbone != "vgg19":
+    raise ValueError(f"a {base.backbone} run is measured on VGG-19: pass vgg19_params")
   measure_params = params if vgg19_params is None else vgg19_params
   rows, images = [], []
   for pair in pairs:
@@ -136,9 +138,9 @@ def markdown(rows: Sequence[Mapping]) -> str:
 
 def main(argv=None):
   """python -m jnst.bench.look --pairs=photo.jpg:painting.jpg,... --sizes=128,256
-  --alphas=1e3,1e4 [--variant=invariant --steps=200 --backbone=vgg19 --out=out/look]; or,
-  with no runs,
-  --pairs=photo.jpg:painting.jpg --measure='out/demo/out*.png' (each image's measures)"""
+  --alphas=1e3,1e4 [--variant=invariant --steps=200 --backbone=vgg19 --out=out/look];
+  or, with no runs, --pairs=photo.jpg:painting.jpg --measure='out/demo/out*.png' (each
+  image's measures)"""
   import argparse
   import json
   from pathlib import Path
