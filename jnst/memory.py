@@ -22,8 +22,8 @@ The model (``Estimate.parts``, bytes, float32 unless the backbone computes in bf
 ``batch`` multiplies the per-member parts (``jnst.batched.working_set_bytes``, the
 accelerators' auto batch size, is their sum). The factor and the runtime part are
 calibrated on CPU against XLA's accounting of compiled steps and the peak RSS of real runs
-from 0.1 to 3.1 megapixels (BUILD.md, "Pyramid and high resolution"): the estimate is at or
-above each (by up to 30 %), so a run that fits is not refused. The memory to compare with
+from 0.1 to 4.2 megapixels (BUILD.md, "Pyramid and high resolution"): the estimate is at or
+above each (by up to 36 %), so a run that fits is not refused. The memory to compare with
 (``available_bytes``): ``$JNST_MEMORY_BYTES`` if set (a cap, and how tests mock it), else an
 accelerator's ``memory_stats()`` (limit minus in use), else ``MemAvailable`` from
 /proc/meminfo, else ``os.sysconf`` free pages; None (no check) if none is known.
