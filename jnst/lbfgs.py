@@ -20,6 +20,12 @@ per evaluation"):
   first step often gives s·y <= 1e-10 (too short to measure curvature: the first 3 pairs
   at 256 px), or s·y < 0 where the loss is concave along -g (random weights); the growing
   step escapes in a few evaluations instead of creeping at |s|₁ = lr forever.
+- **First step, per value** (``first_step="linf"``, not torch's): -lr · g · min(1, 1/|g|_∞),
+  at most lr input units per value (VGG's Caffe space: one intensity level of 255) at any
+  image size. Torch's |g|₁ rule spreads one unit over all values, so at 512 px and above
+  the average move is below the float32 spacing of the pixels (~4e-6 to 1.5e-5 in Caffe
+  units): most values do not move, the first pair is mostly rounding, and 2–3 evaluations
+  pass before the loss moves (BENCHMARKS.md, "L-BFGS per evaluation").
 
 Every later step is -lr · H g (two-loop recursion over the accepted pairs, oldest
 overwritten first when ``memory_size`` are held). When every pair is accepted and the
@@ -38,7 +44,7 @@ import jax.numpy as jnp
 import optax
 
 TORCH_CURVATURE_EPS = 1e-10
-FIRST_STEPS = ("l1", "l2")
+FIRST_STEPS = ("l1", "l2", "linf")
 
 
 class LBFGSState(NamedTuple):
@@ -91,8 +97,9 @@ def lbfgs(learning_rate: float = 1.0, memory_size: int = 100,
 
   learning_rate: the step is -learning_rate · H g (1.0: the plain quasi-Newton step).
   memory_size: pairs kept. curvature_eps: a pair is kept only if s·y > curvature_eps
-  (-inf keeps every pair, as optax). first_step: "l1" (torch: g · min(1, 1/|g|₁)) or "l2"
-  (optax: g · min(1, 1/|g|₂)). empty_growth: the first step's size is multiplied by this
+  (-inf keeps every pair, as optax). first_step: "l1" (torch: g · min(1, 1/|g|₁)), "l2"
+  (optax: g · min(1, 1/|g|₂)) or "linf" (per value: g · min(1, 1/|g|_∞), so no value moves
+  by more than learning_rate input units; module docstring). empty_growth: the first step's size is multiplied by this
   for every pair refused while none is held (1: the first step's size throughout; module
   docstring).
   """
@@ -125,7 +132,8 @@ def lbfgs(learning_rate: float = 1.0, memory_size: int = 100,
     gamma = jnp.where(accept, sy / jnp.where(accept, yy, 1.0), state.gamma)
     stored = state.stored + accept.astype(jnp.int32)
     direction = two_loop(grad, s, y, rho, gamma, (stored - 1) % memory_size)
-    norm = (jnp.sum(jnp.abs(grad.astype(jnp.float32))) if first_step == "l1"
+    g32 = jnp.abs(grad.astype(jnp.float32))
+    norm = (jnp.sum(g32) if first_step == "l1" else jnp.max(g32) if first_step == "linf"
             else jnp.sqrt(_vdot(grad, grad)))
     skipped = state.skipped + (have_pair & ~accept).astype(jnp.int32)
     # While stored == 0 every refused pair was refused with the history empty.

@@ -45,6 +45,7 @@ RUNNING, CONVERGED, NONFINITE = 0, 1, 2
 STATUS = {RUNNING: "steps", CONVERGED: "converged", NONFINITE: "nonfinite"}
 LOOPS = ("scan", "step")
 LBFGS_RULES = ("torch", "optax")
+LBFGS_FIRST_STEPS = ("l1", "linf")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,10 @@ class OptConfig:
       refused pair, where torch jumps by -g) or "optax" (``optax.lbfgs``: every pair kept,
       the behaviour before; BENCHMARKS.md "L-BFGS per evaluation"). The zoom line search
       always uses optax's.
+    lbfgs_first_step: with lbfgs_rules="torch", the first step's scale (also after a
+      pyramid scale's or a resume's reset): "l1" (torch's min(1, 1/|g|₁)) or "linf"
+      (min(1, 1/|g|_∞): no value moves by more than learning_rate input units, whatever the
+      image size; ``jnst.lbfgs``).
     ema_decay: 0 (off) or the decay d in [0, 1) of an exponential moving average of the
       iterates x_0 … x_K, bias-corrected as crowsonkb/style-transfer-pytorch's: m_k =
       v_k / (1 - d^(k+1)), v_k = d v_{k-1} + (1 - d) x_k, v_{-1} = 0. When on, the run's result
@@ -88,6 +93,7 @@ class OptConfig:
   chunk: int = 50
   loop: str = "scan"
   lbfgs_rules: str = "torch"
+  lbfgs_first_step: str = "l1"
   ema_decay: float = 0.0
 
   def validate(self) -> OptConfig:
@@ -99,6 +105,8 @@ class OptConfig:
       raise JnstError(f"unknown loop {self.loop!r}: use scan or step")
     if self.lbfgs_rules not in LBFGS_RULES:
       raise JnstError(f"unknown lbfgs_rules {self.lbfgs_rules!r}: use torch or optax")
+    if self.lbfgs_first_step not in LBFGS_FIRST_STEPS:
+      raise JnstError(f"unknown lbfgs_first_step {self.lbfgs_first_step!r}: use l1 or linf")
     if self.schedule not in ("constant", "cosine"):
       raise JnstError(f"unknown schedule {self.schedule!r}: use constant or cosine")
     for name in ("steps", "chunk", "lbfgs_memory", "max_linesearch_steps"):
@@ -127,7 +135,8 @@ def make_optimizer(cfg: OptConfig) -> optax.GradientTransformation:
     return optax.adam(lr)
   linesearch = None
   if cfg.linesearch == "none" and cfg.lbfgs_rules == "torch":
-    return lbfgs.lbfgs(learning_rate=cfg.learning_rate, memory_size=cfg.lbfgs_memory)
+    return lbfgs.lbfgs(learning_rate=cfg.learning_rate, memory_size=cfg.lbfgs_memory,
+                       first_step=cfg.lbfgs_first_step)
   if cfg.linesearch == "zoom":
     linesearch = optax.scale_by_zoom_linesearch(cfg.max_linesearch_steps,
                                                 initial_guess_strategy="one")

@@ -42,10 +42,11 @@ def rosenbrock_grad(x):
 ROSEN_X0 = np.random.default_rng(0).uniform(-2, 2, size=8).astype(np.float32)
 
 
-def reference_lbfgs(f, grad, x0, evals, memory, lr=1.0):
+def reference_lbfgs(f, grad, x0, evals, memory, lr=1.0, first_norm=lambda g: np.abs(g).sum()):
   """torch.optim.LBFGS.step (torch 2.x, line_search_fn=None, tolerances off) transcribed to
   NumPy float32, written from torch's source independently of jnst.lbfgs: the losses of the
-  first ``evals`` evaluations and s·y of every consecutive pair of iterates."""
+  first ``evals`` evaluations and s·y of every consecutive pair of iterates. ``first_norm``:
+  the norm of the first step's min(1, 1/norm(g)) (torch's: |g|₁)."""
   x = np.array(x0, np.float32)
   loss, g = np.float32(f(x)), grad(x).astype(np.float32)
   losses, sys_ = [float(loss)], []
@@ -72,7 +73,7 @@ def reference_lbfgs(f, grad, x0, evals, memory, lr=1.0):
         r = r + stps[i] * (al[i] - (dirs[i] @ r) * ro[i])
       d = r
     prev_g = g
-    t = np.float32(min(1.0, 1.0 / np.abs(g).sum()) * lr) if n_iter == 1 else np.float32(lr)
+    t = np.float32(min(1.0, 1.0 / first_norm(g)) * lr) if n_iter == 1 else np.float32(lr)
     x = (x + t * d).astype(np.float32)
     loss, g = np.float32(f(x)), grad(x).astype(np.float32)
     losses.append(float(loss))
@@ -219,6 +220,54 @@ def test_first_step_is_torchs():
     lbfgs.lbfgs(first_step="l3")
 
 
+def test_first_step_per_value():
+  """first_step="linf": -lr · g · min(1, 1/|g|_∞), so the largest move is lr whatever the size."""
+  opt = lbfgs.lbfgs(learning_rate=2.0, first_step="linf")
+  g = jnp.asarray([3.0, -4.0, 1.0])
+  u, _ = opt.update(g, opt.init(jnp.zeros(3)), jnp.zeros(3))
+  np.testing.assert_allclose(u, -2.0 * g / 4.0, rtol=1e-6)
+  small = jnp.asarray([0.1, -0.2])
+  u, _ = opt.update(small, opt.init(jnp.zeros(2)), jnp.zeros(2))
+  np.testing.assert_allclose(u, -2.0 * small, rtol=1e-6)
+
+
+@pytest.mark.parametrize("side", [64, 512])
+def test_first_step_moves_pixels_at_any_size(side):
+  """The reliability finding at 2048 px, in small: pixels of magnitude ~100 (Caffe units) and a
+  gradient of one sign and similar size everywhere. Torch's |g|₁ step is below float32's
+  spacing at 512² (x + u == x for most values); the per-value step moves every value by
+  0.5–1 units at both sizes."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.uniform(64, 128, (side, side, 3)), jnp.float32)
+  g = jnp.asarray(rng.uniform(0.5e5, 1e5, x.shape), jnp.float32)
+  moved = {}
+  for rule in ("l1", "linf"):
+    opt = lbfgs.lbfgs(first_step=rule)
+    u, _ = opt.update(g, opt.init(x), x)
+    moved[rule] = float(jnp.mean((x + u) != x))
+    if rule == "linf":
+      assert float(jnp.max(jnp.abs(u))) == pytest.approx(1.0, rel=1e-6)
+      assert float(jnp.min(jnp.abs(u))) >= 0.5 - 1e-6
+  assert moved["linf"] == 1.0
+  assert moved["l1"] < 0.5 if side == 512 else moved["l1"] == 1.0
+
+
+def test_per_value_first_step_follows_the_reference():
+  """On a quadratic (every pair accepted) the linf rule is torch's algorithm with the first
+  step's |g|₁ replaced by |g|_∞: the NumPy reference with that norm."""
+  a, b = quadratic(seed=3)
+  f = lambda x: 0.5 * x @ (a @ x) - b @ x
+  x0 = np.full(12, 0.5, np.float32)
+  ref, ref_sy = reference_lbfgs(f, lambda x: a @ x - b, x0, 15, 6,
+                                first_norm=lambda g: np.abs(g).max())
+  torch_rule, _ = reference_lbfgs(f, lambda x: a @ x - b, x0, 15, 6)
+  assert min(ref_sy) > 0 and not np.allclose(ref[1:4], torch_rule[1:4], rtol=1e-3)
+  ours, _, _ = trajectory(lbfgs.lbfgs(memory_size=6, first_step="linf"),
+                          lambda x: 0.5 * x @ (jnp.asarray(a) @ x) - jnp.asarray(b) @ x,
+                          jnp.asarray(x0), 15)
+  np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * abs(ref[0]))
+
+
 @dataclasses.dataclass(frozen=True)
 class Smooth:
   """Convex and smooth: fixed-step L-BFGS converges without chaos, so runs that differ
@@ -248,6 +297,15 @@ def test_optconfig_rules_compile_once_and_vmap():
   np.testing.assert_allclose(out.state.x[1], again.x, rtol=1e-4, atol=1e-4)
   with pytest.raises(Exception, match="lbfgs_rules"):
     OptConfig(lbfgs_rules="scipy").validate()
+  per_value = dataclasses.replace(cfg, lbfgs_first_step="linf")
+  first = optimize.run(Smooth(), x0, data, per_value)
+  before = optimize.CACHE.compiles
+  optimize.run(Smooth(), x0 + 0.5, data, per_value)
+  assert optimize.CACHE.compiles == before
+  assert first.loss_history[1] != res.loss_history[1]  # Another first step.
+  assert first.loss_history[-1] < 1e-3 * first.loss_history[0]
+  with pytest.raises(Exception, match="lbfgs_first_step"):
+    OptConfig(lbfgs_first_step="l2").validate()
 
 
 def test_lbfgs_curves_bench(tmp_path, random_weights_file, capsys):
@@ -265,8 +323,10 @@ def test_lbfgs_curves_bench(tmp_path, random_weights_file, capsys):
     Image.fromarray(pixels).save(tmp_path / f"{name}.png")
   rec = lbfgs_curves.main([f"--weights={random_weights_file}", "--size=32", "--steps=3",
                            f"--content={tmp_path / 'c.png'}", f"--style={tmp_path / 's.png'}",
-                           "--no_torch", f"--out={tmp_path / 'r.json'}"])
-  assert len(rec["jnst_torch"]) == len(rec["jnst_optax"]) == 4  # 3 steps + the final loss.
+                           "--no_torch", "--rules=torch,linf,optax", "--variant=invariant",
+                           f"--out={tmp_path / 'r.json'}"])
+  assert len(rec["jnst_torch"]) == len(rec["jnst_optax"]) == len(rec["jnst_linf"]) == 4
+  assert rec["jnst_linf"][1] != rec["jnst_torch"][1] and rec["variant"] == "invariant"
   assert rec["jnst_torch"][0] == rec["jnst_optax"][0] and rec["skipped_pairs"] >= 0
   assert json.loads((tmp_path / "r.json").read_text())["jnst_torch"] == rec["jnst_torch"]
-  assert "| evaluations | jnst_torch | jnst_optax |" in capsys.readouterr().out
+  assert "| evaluations | jnst_torch | jnst_linf | jnst_optax |" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """L-BFGS per evaluation: loss against evaluations for torch.optim.LBFGS (``torch_ref``)
-and jnst's fixed-step L-BFGS under each ``OptConfig.lbfgs_rules`` ("torch": ``jnst.lbfgs``,
-"optax": ``optax.lbfgs``), on the same stylize problem (the loss is the same function,
+and jnst's fixed-step L-BFGS under each rule (``RULES``: "torch": ``jnst.lbfgs`` with torch's
+first step, "linf": the same with the per-value first step, "optax": ``optax.lbfgs``), on the
+same stylize problem (the loss is the same function,
 tests/test_torch_parity.py), history 100, lr 1, no line search.
 
 Single scale starts from the content image. ``--from_side=S`` measures one pyramid scale
@@ -30,7 +31,10 @@ from jnst.backbones import vgg
 from jnst.bench.time_to_quality import SHARED
 
 AT = (10, 25, 50, 100, 200, 500)
-RULES = ("torch", "optax")
+# Name -> the OptConfig fields it sets.
+RULES = {"torch": {"lbfgs_rules": "torch", "lbfgs_first_step": "l1"},
+         "linf": {"lbfgs_rules": "torch", "lbfgs_first_step": "linf"},
+         "optax": {"lbfgs_rules": "optax"}}
 
 
 def at_evals(history, at=AT) -> dict:
@@ -45,11 +49,13 @@ def climbs(history) -> int:
   return int(np.sum(h[1:] > h[:-1]))
 
 
-def curves(params, content, style, steps: int, x0=None, rules=RULES, torch_too=True) -> dict:
+def curves(params, content, style, steps: int, x0=None, rules=("torch", "optax"),
+           torch_too=True, variant="paper") -> dict:
   """{"torch": loss history, "jnst_<rules>": loss history, ...; "skipped_pairs": n} from
-  ``x0`` (network space, (H, W, 3); default: the content image)."""
+  ``x0`` (network space, (H, W, 3); default: the content image). ``variant``: the loss
+  normalisation (``jnst.losses``; "paper", the earlier tables' units, by default)."""
   cfg = experiments.StylizeConfig(opt=optimize.OptConfig(steps=steps, chunk=min(50, steps)),
-                                  variant="paper")  # BENCHMARKS.md: paper units.
+                                  variant=variant)
   problem = cfg.build(params, experiments.Inputs(content, (style,)))
   x0 = problem.init_x if x0 is None else x0
   out = {}
@@ -59,12 +65,12 @@ def curves(params, content, style, steps: int, x0=None, rules=RULES, torch_too=T
     res = torch_ref.run(tl, torch_ref.to_nchw(np.asarray(x0)), cfg.opt)
     out["torch"] = res.loss_history
   for r in rules:
-    opt = dataclasses.replace(cfg.opt, lbfgs_rules=r)
+    opt = dataclasses.replace(cfg.opt, **RULES[r])
     loop = optimize.drive(problem.objective, x0, problem.data, opt)
     hist, _, _ = optimize.member_history(loop.metrics, loop.final_loss, 0, False)
     out[f"jnst_{r}"] = hist
-    if r == "torch":
-      out["skipped_pairs"] = int(loop.state.opt.skipped)
+    if r != "optax":
+      out["skipped_pairs" + ("" if r == "torch" else f"_{r}")] = int(loop.state.opt.skipped)
   return out
 
 
@@ -89,22 +95,26 @@ def main(argv=None) -> dict:
   p.add_argument("--content", default=str(SHARED / "tubingen.jpg"))
   p.add_argument("--style", default=str(SHARED / "starry_night.jpg"))
   p.add_argument("--weights", default=None)
-  p.add_argument("--rules", default=",".join(RULES))
+  p.add_argument("--rules", default="torch,optax", help="comma-separated, of " + ",".join(RULES))
   p.add_argument("--no_torch", action="store_true")
+  p.add_argument("--variant", default="paper", help="loss normalisation (jnst.losses)")
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
   params = vgg.VGG19.load(a.weights)
   content = images.load_image(a.content, a.size)
   style = images.load_image(a.style, a.size)
   x0 = None
-  rec = {"size": a.size, "shape": list(content.shape), "from_side": a.from_side}
+  rec = {"size": a.size, "shape": list(content.shape), "from_side": a.from_side,
+         "variant": a.variant}
   if a.from_side:
-    cfg = experiments.StylizeConfig(opt=optimize.OptConfig(steps=a.from_steps), variant="paper")
+    cfg = experiments.StylizeConfig(opt=optimize.OptConfig(steps=a.from_steps),
+                                    variant=a.variant)
     at = pyramid.resizer(experiments.Inputs(content, (style,)))(a.from_side)
     _, coarse = experiments.run(cfg, params, at)
     x0 = pyramid.resize(coarse.x, content.shape[:2], "cubic")
     rec["from_loss"] = coarse.loss_history[-1]
-  rec.update(curves(params, content, style, a.steps, x0, a.rules.split(","), not a.no_torch))
+  rec.update(curves(params, content, style, a.steps, x0, a.rules.split(","), not a.no_torch,
+                    a.variant))
   print(table(rec), flush=True)
   print({k: v for k, v in rec.items() if not isinstance(v, list)}, flush=True)
   if a.out:
