@@ -96,10 +96,10 @@ def define_common_flags(default_steps: int = 500, default_size: int = 512):
   _define("integer", "lbfgs_memory", 100, "L-BFGS history size.", lower_bound=1)
   _define("enum", "lbfgs_rules", "torch", list(optimize.LBFGS_RULES), "L-BFGS without line "
           "search: torch (torch.optim.LBFGS's rules: pairs with s.y <= 1e-10 skipped, first "
-          "step min(1, 1/|g|_1)) or optax (optax.lbfgs, every pair kept: jnst before).")
-  _define("enum", "lbfgs_first_step", "l1", list(optimize.LBFGS_FIRST_STEPS), "First L-BFGS "
-          "step (and after each pyramid scale's reset) with --lbfgs_rules=torch: l1 (torch: "
-          "g/|g|_1) or linf (g/|g|_inf: at most one input unit per value at any size).")
+          "step: --lbfgs_first_step) or optax (optax.lbfgs, every pair kept: jnst before).")
+  _define("enum", "lbfgs_first_step", "linf", list(optimize.LBFGS_FIRST_STEPS), "First L-BFGS "
+          "step (and after each pyramid scale's reset) with --lbfgs_rules=torch: linf "
+          "(g/|g|_inf: at most one input unit per value at any size) or l1 (torch's g/|g|_1).")
   _define("float", "ema_decay", 0.0, "Exponential moving average of the iterates (0: off; "
           "e.g. 0.9): the written image is the bias-corrected average, at every scale of a "
           "pyramid.", check=lambda v: 0 <= v < 1, message="must be in [0, 1)")

@@ -20,7 +20,8 @@ per evaluation"):
   first step often gives s·y <= 1e-10 (too short to measure curvature: the first 3 pairs
   at 256 px), or s·y < 0 where the loss is concave along -g (random weights); the growing
   step escapes in a few evaluations instead of creeping at |s|₁ = lr forever.
-- **First step, per value** (``first_step="linf"``, not torch's): -lr · g · min(1, 1/|g|_∞),
+- **First step, per value** (``first_step="linf"``, not torch's; ``OptConfig``'s default,
+  while this function's default is torch's "l1"): -lr · g · min(1, 1/|g|_∞),
   at most lr input units per value (VGG's Caffe space: one intensity level of 255) at any
   image size. Torch's |g|₁ rule spreads one unit over all values, so at 512 px and above
   the average move is below the float32 spacing of the pixels (~4e-6 to 1.5e-5 in Caffe

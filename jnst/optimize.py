@@ -67,15 +67,16 @@ class OptConfig:
     chunk: steps between host looks (progress, intermediate saves, stop checks).
     loop: "scan" or "step" (module docstring).
     lbfgs_rules: L-BFGS without a line search: "torch" (``jnst.lbfgs``: curvature pairs
-      with s·y <= 1e-10 skipped, H₀ from the newest kept pair, first step scaled by
-      min(1, 1/|g|₁), as torch.optim.LBFGS; while no pair is held the step grows 10× per
+      with s·y <= 1e-10 skipped, H₀ from the newest kept pair, as torch.optim.LBFGS; the
+      first step by lbfgs_first_step; while no pair is held the step grows 10× per
       refused pair, where torch jumps by -g) or "optax" (``optax.lbfgs``: every pair kept,
       the behaviour before; BENCHMARKS.md "L-BFGS per evaluation"). The zoom line search
       always uses optax's.
     lbfgs_first_step: with lbfgs_rules="torch", the first step's scale (also after a
-      pyramid scale's or a resume's reset): "l1" (torch's min(1, 1/|g|₁)) or "linf"
-      (min(1, 1/|g|_∞): no value moves by more than learning_rate input units, whatever the
-      image size; ``jnst.lbfgs``).
+      pyramid scale's or a resume's reset): "linf" (min(1, 1/|g|_∞): no value moves by more
+      than learning_rate input units, whatever the image size; the default) or "l1"
+      (torch's min(1, 1/|g|₁), whose step falls below the image's float32 spacing from
+      about 512 px on; ``jnst.lbfgs``, BENCHMARKS.md "L-BFGS per evaluation").
     ema_decay: 0 (off) or the decay d in [0, 1) of an exponential moving average of the
       iterates x_0 … x_K, bias-corrected as crowsonkb/style-transfer-pytorch's: m_k =
       v_k / (1 - d^(k+1)), v_k = d v_{k-1} + (1 - d) x_k, v_{-1} = 0. When on, the run's result
@@ -93,7 +94,7 @@ class OptConfig:
   chunk: int = 50
   loop: str = "scan"
   lbfgs_rules: str = "torch"
-  lbfgs_first_step: str = "l1"
+  lbfgs_first_step: str = "linf"
   ema_decay: float = 0.0
 
   def validate(self) -> OptConfig:

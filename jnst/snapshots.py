@@ -56,8 +56,9 @@ def save(path: str | os.PathLike, x, step: int, evaluations: int, settings: dict
 
 
 # Settings that older snapshots do not record, with the value those runs had: a snapshot
-# made before --lbfgs_rules existed ran optax's L-BFGS rules.
-LEGACY_SETTINGS = {"lbfgs_rules": "optax"}
+# made before --lbfgs_rules existed ran optax's L-BFGS rules, one made before
+# --lbfgs_first_step torch's first step (l1).
+LEGACY_SETTINGS = {"lbfgs_rules": "optax", "lbfgs_first_step": "l1"}
 
 
 def _flag(k, v) -> str:

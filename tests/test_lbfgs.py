@@ -297,10 +297,11 @@ def test_optconfig_rules_compile_once_and_vmap():
   np.testing.assert_allclose(out.state.x[1], again.x, rtol=1e-4, atol=1e-4)
   with pytest.raises(Exception, match="lbfgs_rules"):
     OptConfig(lbfgs_rules="scipy").validate()
-  per_value = dataclasses.replace(cfg, lbfgs_first_step="linf")
-  first = optimize.run(Smooth(), x0, data, per_value)
+  assert cfg.lbfgs_first_step == "linf"
+  torchs = dataclasses.replace(cfg, lbfgs_first_step="l1")
+  first = optimize.run(Smooth(), x0, data, torchs)
   before = optimize.CACHE.compiles
-  optimize.run(Smooth(), x0 + 0.5, data, per_value)
+  optimize.run(Smooth(), x0 + 0.5, data, torchs)
   assert optimize.CACHE.compiles == before
   assert first.loss_history[1] != res.loss_history[1]  # Another first step.
   assert first.loss_history[-1] < 1e-3 * first.loss_history[0]

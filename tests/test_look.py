@@ -186,7 +186,7 @@ def test_look_measures_and_table(random_params):
   content, style = _picture(32), _stripes(32)
   m = look.measures(vgg.VGG19, random_params, content, content, style)
   assert m["style_ratio"] == pytest.approx(1.0) and m["content_corr"] == pytest.approx(1.0)
-  base = experiments.StylizeConfig(opt=optimize.OptConfig(steps=5, chunk=5))
+  base = experiments.StylizeConfig(opt=optimize.OptConfig(steps=10, chunk=10))
   rows, ims = look.calibrate(random_params, [look.Pair("p", content, style)], [32], [1e3],
                              base, log=lambda s: None)
   (row,) = rows

@@ -5,9 +5,9 @@ same stylize problem (the loss is the same function,
 tests/test_torch_parity.py), history 100, lr 1, no line search.
 
 Single scale starts from the content image. ``--from_side=S`` measures one pyramid scale
-instead: the problem at ``S`` px is solved first (jnst, ``--from_steps`` steps, torch
-rules), its result upsampled bicubically to ``--size`` (``jnst.pyramid``'s init), and every
-optimiser starts the ``--size`` scale from that same image.
+instead: the problem at ``S`` px is solved first (jnst, ``--from_steps`` steps,
+``OptConfig``'s defaults), its result upsampled bicubically to ``--size``
+(``jnst.pyramid``'s init), and every optimiser starts the ``--size`` scale from that image.
 
 Loss values do not depend on the machine (no timings here).
 
