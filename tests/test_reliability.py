@@ -208,8 +208,8 @@ def test_snapshot_round_trip_and_mismatch(tmp_path):
 
 def test_snapshot_from_before_a_flag_existed(tmp_path):
   """An old snapshot lacks the flags added since: a new flag at its default matches; one
-  whose introduction changed the default (--lbfgs_rules) counts as the value the old run
-  had, and the error says which flags and values resume it."""
+  whose introduction changed the default (--lbfgs_rules, --lbfgs_first_step) counts as the
+  value the old run had, and the error says which flags and values resume it."""
   path = snapshots.path_for(tmp_path / "o.png")
   x = np.zeros((8, 9, 3), np.float32)
   snapshots.save(path, x, 20, 21, {"size": 32})  # No lbfgs_rules, no ema_decay then.
@@ -222,6 +222,11 @@ def test_snapshot_from_before_a_flag_existed(tmp_path):
   assert snap.step == 20
   with pytest.raises(JnstError, match=r"--ema_decay, --lbfgs_rules\).*--ema_decay=0.0"):
     snapshots.load(path, {**now, "ema_decay": 0.9}, defaults)
+  # --lbfgs_first_step changed its default (l1 -> linf): an old run had l1.
+  first = {**now, "lbfgs_rules": "optax", "lbfgs_first_step": "linf"}
+  with pytest.raises(JnstError, match=r"\(--lbfgs_first_step\).*\(--lbfgs_first_step=l1\)"):
+    snapshots.load(path, first, {**defaults, "lbfgs_first_step": "linf"})
+  assert snapshots.load(path, {**first, "lbfgs_first_step": "l1"}, defaults).step == 20
 
 # ------------------------------------------------------------------ weights paths
 
