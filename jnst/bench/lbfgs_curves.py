@@ -95,7 +95,7 @@ def main(argv=None) -> dict:
   p.add_argument("--content", default=str(SHARED / "tubingen.jpg"))
   p.add_argument("--style", default=str(SHARED / "starry_night.jpg"))
   p.add_argument("--weights", default=None)
-  p.add_argument("--rules", default="torch,optax", help="comma-separated, of " + ",".join(RULES))
+  p.add_argument("--rules", default="torch,linf,optax", help="comma-separated, of " + ",".join(RULES))
   p.add_argument("--no_torch", action="store_true")
   p.add_argument("--variant", default="paper", help="loss normalisation (jnst.losses)")
   p.add_argument("--out", default=None)
