@@ -418,6 +418,12 @@ def _load(path: str, side: int):
   return images.load_image(path, side)
 
 
+def _check_init(spec: InputSpec) -> None:
+  if spec.init is not None and not Path(spec.init).is_file():
+    raise JnstError(f"--init={spec.init!r} is neither content, noise, style nor an "
+                    f"existing image file ({records.describe(spec.init)})")
+
+
 def load_inputs(spec: InputSpec, experiment: str) -> tuple[experiments.Inputs, dict]:
   """(the images ``experiment`` reads, {"content": path, "style": [paths]}); the demo pair
   by default. Each file is read once per size."""
@@ -439,9 +445,7 @@ def load_inputs(spec: InputSpec, experiment: str) -> tuple[experiments.Inputs, d
   else:
     mask_c, mask_s = None, ()
   if spec.init is not None:
-    if not Path(spec.init).is_file():
-      raise JnstError(f"--init={spec.init!r} is neither content, noise, style nor an "
-                      f"existing image file ({records.describe(spec.init)})")
+    _check_init(spec)
     init = _load(spec.init, spec.size)
   return experiments.Inputs(content, styles, init, mask_c, mask_s), paths
 
@@ -451,8 +455,9 @@ def estimate(spec: InputSpec, cfg: experiments.Config, experiment: str, *, batch
   """What one run of ``experiment`` on ``spec``'s files needs (``jnst.memory``), from the
   files' headers (nothing decoded), at the output size (a pyramid's last scale, with that
   scale's L-BFGS history); ``members``: images a study keeps on the host; ``warn``
-  about inputs enlarged a lot."""
+  about inputs enlarged a lot. Checks the user's files before fetching the demo pair."""
   _side(spec.size, "--size")
+  _check_init(spec)
   shapes = []
   if experiment != "synthesize":
     shapes.append(_planned(str(spec.content or demo.content_path()), spec.size, warn))
@@ -517,8 +522,8 @@ def job(experiment: str, default_output: str,
 
 def study_plan(variants, sweep, experiment: str, first_seed: int, num_seeds: int, per_batch,
                out_dir: Path, member_name: Callable) -> list[int]:
-  """Checks a seed study before any compute — the seed range, memory (``jnst.memory``:
-  batch members and the images kept on the host) and every output file — and returns the
+  """Checks a seed study before any compute — the seed range, every output file, then memory
+  (``jnst.memory``: batch members and the images kept on the host) — and returns the
   seeds. ``member_name(value, seed)``: a member's file name without ``.png``."""
   from jnst.batched import CPU_BATCH_MAX_PIXELS, MAX_SEED
   last = first_seed + num_seeds - 1
@@ -526,6 +531,9 @@ def study_plan(variants, sweep, experiment: str, first_seed: int, num_seeds: int
     raise JnstError(f"seeds run to --first_seed + --num_seeds - 1 = {last}, over {MAX_SEED}: "
                     f"lower --num_seeds or --first_seed")
   values = list(sweep.values) if sweep else [None]
+  names = [f"{member_name(v, s)}.png" for v in values for s in range(first_seed, last + 1)]
+  for name in names + ["grid.png", "losses.png", "summary.json"]:
+    records.ensure_writable(out_dir / name)  # Before the estimate, which may fetch the demo.
   total = num_seeds * len(values)
   one_run = num_seeds * (len(values) if sweep and sweep.batched else 1)
   for v in variants:
@@ -539,9 +547,6 @@ def study_plan(variants, sweep, experiment: str, first_seed: int, num_seeds: int
     memory.check_fits(est,
                       flags={"batch": "--seeds_per_batch", "results": "--num_seeds"},
                       what="this study")
-  names = [f"{member_name(v, s)}.png" for v in values for s in range(first_seed, last + 1)]
-  for name in names + ["grid.png", "losses.png", "summary.json"]:
-    records.ensure_writable(out_dir / name)
   return list(range(first_seed, last + 1))
 
 

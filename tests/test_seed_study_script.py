@@ -14,8 +14,13 @@ from tests import script_runner
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_script(name, *args):  # In a reused worker process: tests/script_runner.py.
-  return script_runner.run_script(name, *args)
+def run_script(name, *args, env=None):  # In a reused worker process: tests/script_runner.py.
+  return script_runner.run_script(name, *args, env=env)
+
+
+def NO_FETCH(d):  # An empty download cache and an unreachable package index.
+  return {"JNST_CACHE": str(d / "empty_cache"), "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+          "PIP_RETRIES": "0", "PIP_TIMEOUT": "2", "PIP_NO_CACHE_DIR": "1"}
 
 
 @pytest.fixture()
@@ -89,7 +94,9 @@ def test_bad_input_is_one_line_exit_2(setup, args, message):
   d, common = setup
   (d / "afile").write_text("a file where a directory should be")
   args = [a.format(d=d) for a in args]
-  p = run_script("seed_study", *common, f"--output_dir={d/'out'}", *args)
+  # The demo pair is the default input: bad flags must fail before it is fetched (an empty
+  # cache, no network: a fetch would print pip's progress and fail).
+  p = run_script("seed_study", *common, f"--output_dir={d/'out'}", *args, env=NO_FETCH(d))
   assert p.returncode == 2, (p.returncode, p.stderr)
   err = p.stderr.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error:") and message in err[0], p.stderr
