@@ -522,18 +522,17 @@ def job(experiment: str, default_output: str,
 
 def study_plan(variants, sweep, experiment: str, first_seed: int, num_seeds: int, per_batch,
                out_dir: Path, member_name: Callable) -> list[int]:
-  """Checks a seed study before any compute — the seed range, every output file, then memory
-  (``jnst.memory``: batch members and the images kept on the host) — and returns the
-  seeds. ``member_name(value, seed)``: a member's file name without ``.png``."""
+  """Checks a seed study before any compute — the seed range, the output directory, memory
+  (``jnst.memory``: batch members and the images kept on the host), every member file — and
+  returns the seeds. ``member_name(value, seed)``: a member's file name without ``.png``."""
   from jnst.batched import CPU_BATCH_MAX_PIXELS, MAX_SEED
   last = first_seed + num_seeds - 1
   if last > MAX_SEED:
     raise JnstError(f"seeds run to --first_seed + --num_seeds - 1 = {last}, over {MAX_SEED}: "
                     f"lower --num_seeds or --first_seed")
   values = list(sweep.values) if sweep else [None]
-  names = [f"{member_name(v, s)}.png" for v in values for s in range(first_seed, last + 1)]
-  for name in names + ["grid.png", "losses.png", "summary.json"]:
-    records.ensure_writable(out_dir / name)  # Before the estimate, which may fetch the demo.
+  for name in ("grid.png", "losses.png", "summary.json"):  # The directory, before the
+    records.ensure_writable(out_dir / name)  # estimate (which may fetch the demo pair).
   total = num_seeds * len(values)
   one_run = num_seeds * (len(values) if sweep and sweep.batched else 1)
   for v in variants:
@@ -547,6 +546,8 @@ def study_plan(variants, sweep, experiment: str, first_seed: int, num_seeds: int
     memory.check_fits(est,
                       flags={"batch": "--seeds_per_batch", "results": "--num_seeds"},
                       what="this study")
+  for name in (f"{member_name(v, s)}.png" for v in values for s in range(first_seed, last + 1)):
+    records.ensure_writable(out_dir / name)
   return list(range(first_seed, last + 1))
 
 
