@@ -1,9 +1,20 @@
 """Shared fixtures. Tests run on CPU with small images; random weights unless the real
 ones are the point (those fetch them through the same code path as users)."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache per test run, made by the first process (pytest itself, or
+# xdist's controller) and inherited by the workers and the scripts they start: the tests
+# compile the same small programs in many processes. A user's JAX_COMPILATION_CACHE_DIR wins.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _cache = tempfile.mkdtemp(prefix="jnst-tests-xla-")
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ.update(JAX_COMPILATION_CACHE_DIR=_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 import jax
 import numpy as np
