@@ -73,6 +73,22 @@ def test_torch_parity(h, w):
   np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+def _assert_same_value_and_vjp(got, ref, x, kernel):
+  """got(x, kernel) and its VJP equal ref's (float64, jitted: eager dispatch is the slow
+  part); returns got's value."""
+  def both(f):
+    @jax.jit
+    def value_and_vjp(x, kernel):
+      y, vjp = jax.vjp(f, x, kernel)
+      return y, vjp(jax.random.normal(jax.random.key(2), y.shape, y.dtype))
+    return value_and_vjp(x, kernel)
+  (y, grads), (y_ref, grads_ref) = both(got), both(ref)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+  for a, b in zip(grads, grads_ref):
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-11)
+  return y
+
+
 @pytest.mark.parametrize("cin,cout,k,stride", [
     (3, 32, 9, 1),    # the RGB input conv: conv_blocks
     (3, 8, 5, 1),     # conv_blocks, an input not a multiple of the block
@@ -88,12 +104,7 @@ def test_conv_valid_matches_lax(cin, cout, k, stride):
     ref = lambda x, w: jax.lax.conv_general_dilated(x, w, (stride, stride), "VALID",
                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
     got = lambda x, w: tn.conv_valid(x, w, stride)
-    y_ref, vjp_ref = jax.vjp(ref, x, kernel)
-    y, vjp = jax.vjp(got, x, kernel)
-    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
-    g = jax.random.normal(jax.random.key(2), y.shape, jnp.float64)
-    for a, b in zip(vjp(g), vjp_ref(g)):
-      np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-11)
+    _assert_same_value_and_vjp(got, ref, x, kernel)
 
 
 @pytest.mark.parametrize("h, w, cin, cout", [(5, 7, 6, 4), (8, 8, 4, 8), (3, 9, 2, 3)])
@@ -109,10 +120,5 @@ def test_upsample_conv3_is_nearest_x2_reflect_pad_conv(h, w, cin, cout):
       return jax.lax.conv_general_dilated(tn.reflect_pad(up, 1), k, (1, 1), "VALID",
                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    y_ref, vjp_ref = jax.vjp(ref, x, kernel)
-    y, vjp = jax.vjp(tn.upsample_conv3, x, kernel)
+    y = _assert_same_value_and_vjp(tn.upsample_conv3, ref, x, kernel)
     assert y.shape == (2, 2 * h, 2 * w, cout)
-    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
-    g = jax.random.normal(jax.random.key(2), y.shape, jnp.float64)
-    for a, b in zip(vjp(g), vjp_ref(g)):
-      np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-11)
