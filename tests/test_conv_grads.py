@@ -52,3 +52,35 @@ def test_resnet_1x1_conv_matches_lax(stride):
     p = {"params": {"kernel": kernel, "bias": jnp.zeros(4, kernel.dtype)}}
     return conv.apply(p, x)
   _check(fn, 9, 8, 3, 4, 1, stride, 0)
+
+
+def test_resnet_precomputed_grad_kernels_give_the_same_gradient():
+  """``ResNet.prepare``'s input-gradient kernels (the 7x7/2 stem, 3x3/1 and 3x3/2 convs) give
+  the image gradient of the plain params, and a wrong one shows (the test can fail)."""
+  bb = resnet.RESNET50
+  params = bb.init_random(jax.random.key(0))
+  prepared = bb.prepare(params)
+  assert prepared["conv"] is params["conv"]
+  big = {n for n, c in params["conv"].items() if c["kernel"].shape[0] > 1}
+  assert set(prepared["grad_kernels"]) == big and "conv1" in big and "layer2.0.conv2" in big
+  np.testing.assert_array_equal(prepared["grad_kernels"]["conv1"],
+                                vgg.grad_kernel(params["conv"]["conv1"]["kernel"]))
+  x = np.asarray(bb.preprocess(params, np.random.default_rng(0).uniform(size=(1, 40, 36, 3))),
+                 np.float32)
+  layers = ("relu", "layer1.0", "layer2.0", "layer3.0")
+
+  @jax.jit
+  def grad(p, x):
+    def loss(x):
+      f = bb.features(p, x, layers)
+      return sum(np.float32(i + 1) * jnp.mean(f[l] ** 2) for i, l in enumerate(layers))
+    return jax.grad(loss)(x)
+
+  a, b = np.asarray(grad(params, x)), np.asarray(grad(prepared, x))
+  scale = np.abs(a).max()
+  assert scale > 0
+  np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * scale)
+  for conv in ("conv1", "layer1.0.conv2", "layer2.0.conv2"):  # Same shapes: no new compile.
+    broken = {**prepared, "grad_kernels": {**prepared["grad_kernels"],
+                                           conv: 2 * prepared["grad_kernels"][conv]}}
+    assert np.abs(np.asarray(grad(broken, x)) - a).max() > 1e-3 * scale, conv

@@ -175,7 +175,9 @@ _strided.defvjp(_strided_fwd, _strided_bwd)
 
 class ConvBias(nn.Module):
   """A conv with a bias (batch norm folded in): {"kernel": HWIO, "bias"}; ``pad`` zeros on
-  every side; initialised He-normal and zeros (``ResNet.init_random`` re-draws them)."""
+  every side; initialised He-normal and zeros (``ResNet.init_random`` re-draws them). A
+  ``grad_kernels`` collection entry "kernel", when present, is its precomputed
+  ``grad_kernel(kernel)`` (``ResNet.prepare``; convs larger than 1x1)."""
   features: int
   size: int
   stride: int = 1
@@ -186,16 +188,20 @@ class ConvBias(nn.Module):
     kernel = self.param("kernel", nn.initializers.he_normal(),
                         (self.size, self.size, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    kernel_t = (self.get_variable("grad_kernels", "kernel")
+                if self.has_variable("grad_kernels", "kernel") else None)
     pad = self.size // 2
     # XLA:CPU leaves autodiff's transposed convs off its fast conv path inside a compiled
     # loop (BENCHMARKS.md, issue 16): every conv here has an explicit input gradient.
     kernel = kernel.astype(self.dtype)
+    kernel_t = None if kernel_t is None else kernel_t.astype(self.dtype)
     if self.size == 3 and self.stride == 1:
-      y = conv3x3(x, kernel)
+      y = conv3x3(x, kernel, kernel_t)
     elif self.size == 1:
       y = jnp.einsum("nhwc,cd->nhwd", x[:, ::self.stride, ::self.stride], kernel[0, 0])
     else:
-      y = strided_conv(x, kernel, self.stride, pad)
+      y = _strided(x, kernel, grad_kernel(kernel) if kernel_t is None else kernel_t,
+                   self.stride, pad)
     return y + bias.astype(self.dtype)
 
 
@@ -349,15 +355,22 @@ class ResNet(MeanStdInput):
                       f"...): pass the backbone they were made for (--backbone)")
     model = ResNetNet(self.validate_layers(layers), self.stride_in_1x1, self.pooling,
                       self.compute_dtype)
-    return model.apply({"params": params["conv"]}, x)
+    variables = {"params": params["conv"]}
+    if "grad_kernels" in params:
+      variables["grad_kernels"] = {n: {"kernel": k} for n, k in params["grad_kernels"].items()}
+    return model.apply(variables, x)
 
   def extract(self, params: Mapping, rgb: jax.Array, layers: Sequence[str]) -> dict:
     """``features`` of RGB images in [0, 1], NHWC."""
     return self.features(params, self.preprocess(params, rgb), layers)
 
-  def prepare(self, params: Mapping) -> Mapping:
-    """``params`` as they are: batch norm is already folded into the convs when converting."""
-    return params
+  def prepare(self, params: Mapping) -> dict:
+    """``params`` plus ``"grad_kernels"``: the input-gradient kernel of each conv larger than
+    1x1, computed once here instead of on every call (numerically identical; batch norm is
+    already folded into the convs when converting)."""
+    return {**params, "grad_kernels": {n: grad_kernel(c["kernel"])
+                                       for n, c in params["conv"].items()
+                                       if c["kernel"].shape[0] > 1}}
 
   def init_random(self, key: jax.Array, scale: float = 1.0) -> dict:
     """Random folded params with the torchvision input convention, for tests and
