@@ -90,7 +90,9 @@ def _gram(m: jax.Array) -> jax.Array:
   """Mᵀ M of (..., M, C) -> (..., C, C).
 
   Its VJP is one matmul, M (Ḡ + Ḡᵀ), where autodiff of the einsum would emit two (M Ḡ and
-  M Ḡᵀ, each a full pass over the feature map; BENCHMARKS.md).
+  M Ḡᵀ, each a full pass over the feature map; BENCHMARKS.md) — except where the map has
+  at most C / 2 positions (deep layers of small images): there the two matmuls are cheaper
+  than forming Ḡ + Ḡᵀ, whose transpose XLA:CPU does slowly for large C.
   """
   return jnp.einsum("...mi,...mj->...ij", m, m, precision=_HIGHEST)
 
@@ -100,6 +102,9 @@ def _gram_fwd(m):
 
 
 def _gram_bwd(m, g):
+  if 2 * m.shape[-2] <= m.shape[-1]:
+    return (jnp.einsum("...mi,...ij->...mj", m, g, precision=_HIGHEST)
+            + jnp.einsum("...mi,...ji->...mj", m, g, precision=_HIGHEST),)
   return (jnp.einsum("...mi,...ij->...mj", m, g + jnp.swapaxes(g, -1, -2), precision=_HIGHEST),)
 
 

@@ -24,14 +24,15 @@ def test_gram(norm, div):
   np.testing.assert_allclose(got, ref, rtol=1e-5)
 
 
-def test_gram_vjp_with_unsymmetric_cotangent():
+@pytest.mark.parametrize("h,w,c", [(3, 4, 5), (2, 3, 12)])  # M (Ḡ + Ḡᵀ); M Ḡ + M Ḡᵀ (2 M <= C).
+def test_gram_vjp_with_unsymmetric_cotangent(h, w, c):
   # The Gram's custom VJP assumes nothing of the cotangent: d<Ḡ, FᵀF>/dF = F (Ḡ + Ḡᵀ).
   rng = np.random.default_rng(3)
-  f = rng.normal(size=(2, 3, 4, 5))
-  gbar = rng.normal(size=(2, 5, 5))
+  f = rng.normal(size=(2, h, w, c))
+  gbar = rng.normal(size=(2, c, c))
   _, vjp = jax.vjp(losses.gram, jnp.asarray(f, jnp.float32))
   (got,) = vjp(jnp.asarray(gbar, jnp.float32))
-  m = f.reshape(2, 12, 5)
+  m = f.reshape(2, h * w, c)
   ref = np.einsum("bmi,bij->bmj", m, gbar + gbar.transpose(0, 2, 1)).reshape(f.shape)
   np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
   # Under vmap too (the seeds path batches it).
