@@ -84,3 +84,18 @@ def test_resnet_precomputed_grad_kernels_give_the_same_gradient():
     broken = {**prepared, "grad_kernels": {**prepared["grad_kernels"],
                                            conv: 2 * prepared["grad_kernels"][conv]}}
     assert np.abs(np.asarray(grad(broken, x)) - a).max() > 1e-3 * scale, conv
+
+
+@pytest.mark.parametrize("h,w", [(16, 12), (15, 9)])
+def test_resnet_stem_max_pool_matches_reduce_window(h, w):
+  """The separable 3x3/2 max pool after a ReLU: lax.reduce_window's values (-inf padding) and,
+  through the ReLU, its input gradient."""
+  x = jax.random.normal(jax.random.key(0), (2, h, w, 5), jnp.float32)
+  ref = lambda x: jax.lax.reduce_window(jax.nn.relu(x), -jnp.inf, jax.lax.max, (1, 3, 3, 1),
+                                        (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  got = lambda x: resnet.stem_pool(jax.nn.relu(x), "max")
+  y_ref, vjp_ref = jax.vjp(ref, x)
+  y, vjp = jax.vjp(got, x)
+  np.testing.assert_array_equal(y, y_ref)
+  g = jax.random.normal(jax.random.key(1), y.shape, jnp.float32)
+  np.testing.assert_allclose(vjp(g)[0], vjp_ref(g)[0], rtol=1e-6, atol=1e-6)

@@ -208,20 +208,20 @@ class ConvBias(nn.Module):
 def stem_pool(x: jax.Array, pooling: str) -> jax.Array:
   """3x3/2 pooling with 1 zero of padding: (N, H, W, C) -> (N, (H-1)//2+1, (W-1)//2+1, C).
 
-  The max or mean of 9 strided slices (XLA differentiates these cheaply, unlike
-  ``reduce_window``'s select_and_scatter on XLA:CPU). For "max" the input must be >= 0
-  (post-ReLU), where zero padding equals -inf padding; "avg" divides by 9 everywhere."""
+  Strided slices, which XLA differentiates cheaply (unlike ``reduce_window``'s
+  select_and_scatter on XLA:CPU): the max of 3 row slices, then of 3 column slices of that
+  (separable, a quarter of the 9-slice form's backward); the mean of the 9 slices. For "max"
+  the input must be >= 0 (post-ReLU), where zero padding equals -inf padding; ties share
+  the gradient (at zeros the ReLU's backward drops it); "avg" divides by 9 everywhere."""
   if pooling not in POOLINGS:
     raise JnstError(f"unknown pooling {pooling!r}: use 'max' or 'avg'")
   n, h, w, c = x.shape
   ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  views = [xp[:, i:i + 2 * ho - 1:2, j:j + 2 * wo - 1:2] for i in range(3) for j in range(3)]
   if pooling == "max":
-    out = views[0]
-    for v in views[1:]:
-      out = jnp.maximum(out, v)
-    return out
+    rows = functools.reduce(jnp.maximum, [xp[:, i:i + 2 * ho - 1:2] for i in range(3)])
+    return functools.reduce(jnp.maximum, [rows[:, :, j:j + 2 * wo - 1:2] for j in range(3)])
+  views = [xp[:, i:i + 2 * ho - 1:2, j:j + 2 * wo - 1:2] for i in range(3) for j in range(3)]
   return sum(views[1:], views[0]) / 9.0
 
 
