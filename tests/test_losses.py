@@ -24,7 +24,8 @@ def test_gram(norm, div):
   np.testing.assert_allclose(got, ref, rtol=1e-5)
 
 
-@pytest.mark.parametrize("h,w,c", [(3, 4, 5), (2, 3, 12)])  # M (Ḡ + Ḡᵀ); M Ḡ + M Ḡᵀ (2 M <= C).
+# The two forms: M (Ḡ + Ḡᵀ), and M Ḡ + M Ḡᵀ where 2 M <= C.
+@pytest.mark.parametrize("h,w,c", [(3, 4, 5), (2, 3, 12)])
 def test_gram_vjp_with_unsymmetric_cotangent(h, w, c):
   # The Gram's custom VJP assumes nothing of the cotangent: d<Ḡ, FᵀF>/dF = F (Ḡ + Ḡᵀ).
   rng = np.random.default_rng(3)
