@@ -71,7 +71,7 @@ import numpy as np
 
 import jnst.params_file as params_file
 from jnst.backbones.input_space import MeanStdInput
-from jnst.backbones.vgg import conv3x3, grad_kernel
+from jnst.backbones.vgg import conv3x3, flax_variables, grad_kernel, precomputed_grad_kernel
 from jnst.errors import JnstError
 from jnst.fetch import Log, sha256, stderr_log
 
@@ -137,12 +137,13 @@ ALIASES = _aliases()
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
-def strided_conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
+def strided_conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int,
+                 kernel_t: jax.Array | None = None) -> jax.Array:
   """Cross-correlation with ``stride`` and ``pad`` zeros on every side, (N, H, W, Cin) x
   (k, k, Cin, Cout) -> (N, (H + 2 pad - k) // stride + 1, ..., Cout), whose input gradient
-  is written as a plain input-dilated conv with ``vgg.grad_kernel(kernel)`` (the same numbers
-  as JAX's own rule; see ``vgg.conv3x3`` for why)."""
-  return _strided(x, kernel, grad_kernel(kernel), stride, pad)
+  is written as a plain input-dilated conv with ``kernel_t = vgg.grad_kernel(kernel)`` (the
+  same numbers as JAX's own rule; see ``vgg.conv3x3`` for why; computed here unless given)."""
+  return _strided(x, kernel, grad_kernel(kernel) if kernel_t is None else kernel_t, stride, pad)
 
 
 def _strided_fwd_only(x, kernel, stride, pad):
@@ -188,20 +189,17 @@ class ConvBias(nn.Module):
     kernel = self.param("kernel", nn.initializers.he_normal(),
                         (self.size, self.size, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    kernel_t = (self.get_variable("grad_kernels", "kernel")
-                if self.has_variable("grad_kernels", "kernel") else None)
     pad = self.size // 2
     # XLA:CPU leaves autodiff's transposed convs off its fast conv path inside a compiled
     # loop (BENCHMARKS.md, issue 16): every conv here has an explicit input gradient.
     kernel = kernel.astype(self.dtype)
-    kernel_t = None if kernel_t is None else kernel_t.astype(self.dtype)
+    kernel_t = precomputed_grad_kernel(self, self.dtype)
     if self.size == 3 and self.stride == 1:
       y = conv3x3(x, kernel, kernel_t)
     elif self.size == 1:
       y = jnp.einsum("nhwc,cd->nhwd", x[:, ::self.stride, ::self.stride], kernel[0, 0])
     else:
-      y = _strided(x, kernel, grad_kernel(kernel) if kernel_t is None else kernel_t,
-                   self.stride, pad)
+      y = strided_conv(x, kernel, self.stride, pad, kernel_t)
     return y + bias.astype(self.dtype)
 
 
@@ -355,10 +353,7 @@ class ResNet(MeanStdInput):
                       f"...): pass the backbone they were made for (--backbone)")
     model = ResNetNet(self.validate_layers(layers), self.stride_in_1x1, self.pooling,
                       self.compute_dtype)
-    variables = {"params": params["conv"]}
-    if "grad_kernels" in params:
-      variables["grad_kernels"] = {n: {"kernel": k} for n, k in params["grad_kernels"].items()}
-    return model.apply(variables, x)
+    return model.apply(flax_variables(params), x)
 
   def extract(self, params: Mapping, rgb: jax.Array, layers: Sequence[str]) -> dict:
     """``features`` of RGB images in [0, 1], NHWC."""

@@ -172,6 +172,22 @@ def _conv3x3_bwd(res, g):
 _conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
+def flax_variables(params: Mapping) -> dict:
+  """The Flax variables of plain or ``prepare``d params: {"params": the convs} and, when
+  prepared, {"grad_kernels": {conv: {"kernel": its input-gradient kernel}}}."""
+  variables = {"params": params["conv"]}
+  if "grad_kernels" in params:
+    variables["grad_kernels"] = {n: {"kernel": k} for n, k in params["grad_kernels"].items()}
+  return variables
+
+
+def precomputed_grad_kernel(module: nn.Module, dtype: str) -> jax.Array | None:
+  """``module``'s ``grad_kernels`` entry "kernel" as ``dtype``, or None when not prepared."""
+  if not module.has_variable("grad_kernels", "kernel"):
+    return None
+  return module.get_variable("grad_kernels", "kernel").astype(dtype)
+
+
 class Conv3x3(nn.Module):
   """``nn.Conv(features, (3, 3), padding="SAME")`` with the same params ({"kernel": HWIO,
   "bias"}; initialised He-normal and N(0, 0.1²)), computed by ``conv3x3``; a
@@ -184,11 +200,8 @@ class Conv3x3(nn.Module):
     kernel = self.param("kernel", nn.initializers.he_normal(),
                         (3, 3, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.normal(0.1), (self.features,))
-    kernel_t = (self.get_variable("grad_kernels", "kernel")
-                if self.has_variable("grad_kernels", "kernel") else None)
     x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
-    kernel_t = None if kernel_t is None else kernel_t.astype(self.dtype)
-    return conv3x3(x, kernel, kernel_t) + bias
+    return conv3x3(x, kernel, precomputed_grad_kernel(self, self.dtype)) + bias
 
 
 class VGGNet(nn.Module):
@@ -370,10 +383,7 @@ class VGG(MeanStdInput):
       return remat_features(self.arch, self.pooling, self.compute_dtype, params, x,
                             self.validate_layers(layers))
     model = VGGNet(self.validate_layers(layers), self.arch, self.pooling, self.compute_dtype)
-    variables = {"params": params["conv"]}
-    if "grad_kernels" in params:
-      variables["grad_kernels"] = {n: {"kernel": k} for n, k in params["grad_kernels"].items()}
-    return model.apply(variables, x)
+    return model.apply(flax_variables(params), x)
 
   def extract(self, params: Mapping, rgb: jax.Array, layers: Sequence[str]) -> dict:
     """``features`` of RGB images in [0, 1], NHWC."""
