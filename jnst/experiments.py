@@ -83,7 +83,8 @@ def _regions(inputs: Inputs, content, styles):
 class Common:
   """Options every experiment shares: backbone name and options, loss variant, seed
   (noise init), optimiser; remat: rematerialise the backbone's blocks (same loss and
-  gradient, less memory, ~1/3 more time)."""
+  gradient, less memory, ~1/3 more time); conv: the VGG convs' algorithm (auto: Winograd
+  on CPU; ``jnst.backbones.vgg.VGG``)."""
   backbone: str = "vgg19"
   pooling: str = "max"
   compute_dtype: str = "float32"
@@ -91,9 +92,11 @@ class Common:
   seed: int = 0
   opt: optimize.OptConfig = optimize.OptConfig()
   remat: bool = False
+  conv: str = "auto"
 
   def get_backbone(self):
-    return backbones.get(self.backbone, self.pooling, self.compute_dtype, self.remat or None)
+    return backbones.get(self.backbone, self.pooling, self.compute_dtype, self.remat or None,
+                         self.conv)
 
   def validate(self):
     self.get_backbone()

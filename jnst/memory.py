@@ -8,7 +8,8 @@ refuse with one line naming the flag to change.
 The model (``Estimate.parts``, bytes, float32 unless the backbone computes in bfloat16):
 
   inputs       each input image decoded (float32 RGB) plus its preprocessed copy
-  params       the backbone's weights, twice (``prepare``'s input-gradient kernels)
+  params       the backbone's weights as ``prepare`` holds them for ``layers``: the plain
+               weights, the input-gradient kernels and (VGG on CPU) the Winograd kernels
   image        per member: the iterate, previous iterate, gradient, update and two spare
                image-sized buffers (6 images), plus Adam's two moments
   lbfgs        per member: L-BFGS's history, 2 x ``lbfgs_memory`` image-sized vectors
@@ -108,9 +109,11 @@ def _param_shapes(backbone):
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), params)
 
 
-def _param_bytes(backbone) -> int:
-  params = _param_shapes(backbone)
-  return sum(_nbytes(l.shape, np.dtype(l.dtype).itemsize) for l in jax.tree.leaves(params))
+@functools.lru_cache(maxsize=8)
+def _param_bytes(backbone, layers: tuple[str, ...] | None) -> int:
+  """Bytes of ``backbone.prepare``'s params for ``layers`` (traced, nothing allocated)."""
+  prepared = jax.eval_shape(lambda p: backbone.prepare(p, layers), _param_shapes(backbone))
+  return sum(_nbytes(l.shape, np.dtype(l.dtype).itemsize) for l in jax.tree.leaves(prepared))
 
 
 def estimate(backbone, shape: Sequence[int], *, inputs: Sequence[Sequence[int]] = (),
@@ -143,7 +146,7 @@ def estimate(backbone, shape: Sequence[int], *, inputs: Sequence[Sequence[int]] 
   image = _nbytes(shape)
   parts = {
       "inputs": 2 * sum(_nbytes(s) for s in inputs),
-      "params": 2 * _param_bytes(backbone),
+      "params": _param_bytes(backbone, tuple(layers) if layers else None),
       "image": batch * image * (IMAGE_BUFFERS + (2 if optimizer == "adam" else 0)),
       "lbfgs": batch * image * 2 * lbfgs_memory if optimizer == "lbfgs" else 0,
       "activations": batch * act,

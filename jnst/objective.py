@@ -5,7 +5,7 @@
 computation: the backbone (with its options), the terms and their layers, the loss variant.
 Everything numeric lives in the ``data`` pytree built here once, outside any loop::
 
-  {"params": backbone.prepare(params), "targets": {term: target},
+  {"params": backbone.prepare(params, layers), "targets": {term: target},
    "loss_weights": {term: α | β | γ}, "layer_weights": {term: {layer: w_l}},
    "pixel_scale": (3,)}
 
@@ -184,7 +184,7 @@ def build(backbone, params, terms: Mapping[str, tuple[float, Mapping, Any]],
       raise JnstError(f"the {name} loss weight must be a finite number >= 0, got {weight}")
   objective = Objective(backbone, tuple(Term(n, tuple(lw)) for n, (_, lw, _) in terms.items()),
                         variant)
-  data = {"params": backbone.prepare(params),
+  data = {"params": backbone.prepare(params, objective.layers),
           "targets": {n: t for n, (_, _, t) in terms.items() if t is not None},
           "loss_weights": {n: jnp.float32(w) for n, (w, _, _) in terms.items()},
           "layer_weights": {n: dict(lw) for n, (_, lw, _) in terms.items() if lw},

@@ -71,6 +71,7 @@ SEQUENTIAL = {
     "style_loss": Option("cfg", "style_loss", ("synthesize", "stylize")),
     "color_transfer": Option("cfg", "color_transfer", ("stylize",)),
     "compute_dtype": Option("cfg", "compute_dtype", ALL),
+    "conv": Option("cfg", "conv", ALL),
     "optimizer": Option("opt", "optimizer", ALL),
     "linesearch": Option("opt", "linesearch", ALL),
     "learning_rate": Option("opt", "learning_rate", ALL, _number(float, positive=True)),

@@ -55,6 +55,8 @@ flags.DEFINE_integer("seed_steps", None, "L-BFGS steps per seed for seed scaling
                      "--quick: 2).")
 flags.DEFINE_bool("end_to_end", True, "Also time whole optimiser runs (off: per-evaluation "
                   "figures only).")
+flags.DEFINE_enum("conv", "auto", ["auto", "winograd", "direct"], "The VGG convs' algorithm "
+                  "(auto: winograd on CPU).")
 flags.DEFINE_bool("quick", False, "Tiny sizes and few repeats: checks the script runs.")
 FLAGS = flags.FLAGS
 

@@ -152,7 +152,7 @@ def test_bfloat16_compute_is_close(random_params):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_precomputed_grad_kernels_give_the_same_gradient(random_params, dtype):
-  bb = vgg.VGG19.with_options(compute_dtype=dtype)
+  bb = vgg.VGG19.with_options(compute_dtype=dtype, conv="direct")  # Winograd: test_winograd.
   prepared = bb.prepare(random_params)
   assert set(prepared["grad_kernels"]) == set(random_params["conv"])
   assert prepared["conv"] is random_params["conv"]  # The plain params are kept as they are.
@@ -186,10 +186,12 @@ def test_get_finds_backbones_by_name(name, arch):
   bb = backbones.get(name)
   assert bb.arch == vgg.ARCHS[arch] and bb.name == name
   assert bb == {"vgg19": vgg.VGG19, "vgg16": vgg.VGG16}[name]
-  assert bb.describe() == {"name": name, "pooling": "max", "compute_dtype": "float32"}
+  assert bb.describe() == {"name": name, "pooling": "max", "compute_dtype": "float32",
+                           "conv": "winograd"}  # auto, on CPU.
   avg = backbones.get(name, pooling="avg", compute_dtype="bfloat16")
   assert (avg.pooling, avg.compute_dtype, avg.arch) == ("avg", "bfloat16", bb.arch)
-  assert avg.describe() == {"name": name, "pooling": "avg", "compute_dtype": "bfloat16"}
+  assert avg.describe() == {"name": name, "pooling": "avg", "compute_dtype": "bfloat16",
+                            "conv": "winograd"}
   assert name in backbones.NAMES
 
 

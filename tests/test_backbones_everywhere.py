@@ -168,7 +168,9 @@ def test_benchmark_script_backbone(tmp_path, vgg16_file, images_dir):
   record = json.loads((out / "benchmark.json").read_text())
   assert record["machine"]["config"]["backbone"] == "vgg16"
   got = {(r["framework"], r["metric"]): r["value"] for r in record["results"] if r["size"] == 32}
-  assert got["jax", "eval_ms"] > 0 and "Backbone: vgg16." in (out / "benchmark.md").read_text()
+  assert record["machine"]["conv_algorithm"] == "winograd"  # --conv=auto on CPU.
+  md = (out / "benchmark.md").read_text()
+  assert got["jax", "eval_ms"] > 0 and "Backbone: vgg16 (convs: winograd)." in md
   # VGG-16's analytic FLOPs (13 convs), not VGG-19's.
   from jnst.bench import flops
   layers = ("relu4_2",) + vgg.VGG16.default_style_layers

@@ -34,7 +34,7 @@ class Toy:
   def extract(self, params, rgb, layers):
     return self.features(params, self.preprocess(params, rgb), layers)
 
-  def prepare(self, params):
+  def prepare(self, params, layers=None):
     return {**params, "prepared": jnp.ones(())}
 
 

@@ -33,7 +33,21 @@ def test_estimate_parts_scale_as_documented():
   assert b.parts["activations"] == pytest.approx(4 * a.parts["activations"], rel=0.01)
   assert c.parts["lbfgs"] == 3 * 2 * a.parts["lbfgs"]
   assert c.parts["activations"] == 3 * a.parts["activations"]
-  assert a.parts["params"] == c.parts["params"] > 2 * 4 * 20e6  # VGG-19's 20 M weights, twice.
+  assert a.parts["params"] == c.parts["params"]
+  # Params as prepare holds them: the weights, the grad kernels, and (CPU) 4x twice the
+  # Winograd convs'; counted from the conv shapes here, not from prepare.
+  kernels = {n: 4 * int(np.prod(s)) for n, s in VGG.arch.kernel_shapes().items()}
+  plain = sum(kernels.values()) + 4 * sum(s[3] for s in VGG.arch.kernel_shapes().values()) + 24
+  wino = {n for n, s in VGG.arch.kernel_shapes().items() if min(s[2:]) >= 256}
+  assert len(wino) == 11 and VGG.conv_algorithm == "winograd"
+  assert a.parts["params"] == plain + sum(8 * kernels[n] if n in wino else kernels[n]
+                                          for n in kernels)
+  direct = memory.estimate(VGG.with_options(conv="direct"), (64, 64, 3), lbfgs_memory=10)
+  assert direct.parts["params"] == plain + sum(kernels.values())  # Weights and grad kernels.
+  upto = memory.estimate(VGG, (64, 64, 3), lbfgs_memory=10, layers=["relu4_1"])
+  assert upto.parts["params"] == plain + sum(
+      8 * k if n in {"conv3_2", "conv3_3", "conv3_4", "conv4_1"} else k
+      for n, k in kernels.items())
   adam = memory.estimate(VGG, (64, 64, 3), optimizer="adam")
   assert adam.parts["lbfgs"] == 0 and adam.parts["image"] == 8 * 64 * 64 * 3 * 4
   remat = memory.estimate(VGG, (64, 64, 3), remat=True)
@@ -54,7 +68,8 @@ def test_estimate_parts_scale_as_documented():
 ])
 def test_estimate_is_calibrated_on_measured_runs(shape, lbfgs_memory, measured_gib):
   layers = ("relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # The defaults.
-  est = memory.estimate(VGG, shape, inputs=[shape, shape], lbfgs_memory=lbfgs_memory,
+  direct = VGG.with_options(conv="direct")  # As the runs were measured.
+  est = memory.estimate(direct, shape, inputs=[shape, shape], lbfgs_memory=lbfgs_memory,
                         layers=layers)
   assert measured_gib * 2**30 < est.bytes < 1.5 * measured_gib * 2**30
   assert est.parts["runtime"] == memory.RUNTIME_BYTES
@@ -68,9 +83,9 @@ def test_estimate_is_calibrated_on_measured_runs(shape, lbfgs_memory, measured_g
 def test_check_fits_names_the_flag(monkeypatch):
   est = memory.estimate(VGG, (64, 64, 3), lbfgs_memory=100_000)
   with pytest.raises(JnstError, match=r"available: lower --lbfgs_memory"):
-    memory.check_fits(est, available=2**30)
+    memory.check_fits(est, available=2**31)  # The weights and runtime take 1.26 GiB.
   big = memory.estimate(VGG, (4096, 4096, 3), lbfgs_memory=1)
-  monkeypatch.setattr(memory, "available_bytes", lambda: 2**30)  # The mock tests use.
+  monkeypatch.setattr(memory, "available_bytes", lambda: 2**31)  # The mock tests use.
   with pytest.raises(JnstError, match=r"lower --size"):
     memory.check_fits(big)
   batch = memory.estimate(VGG, (256, 256, 3), batch=64)

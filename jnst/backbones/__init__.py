@@ -5,13 +5,15 @@ A backbone is a frozen (hashable) dataclass in a module of its family (``vgg.py`
 
   name, describe()                      its name and options, for records
   with_options(pooling=, compute_dtype=, remat=)  a copy with other options (validated;
-                                        remat: jax.checkpoint of its blocks, less memory)
+                                        remat: jax.checkpoint of its blocks, less memory;
+                                        VGG also conv=: its convs' algorithm)
   layer_names, validate_layers(layers), expand_layers(spec)   its layer naming
   default_content_layers, default_style_layers, diversity_layers, block_layers
   preprocess(params, rgb) / deprocess(params, x)   RGB [0, 1] <-> its input space
   pixel_scale(params)                   input-space steps -> RGB 0-255 steps (for TV)
   features(params, x, layers) / extract(params, rgb, layers)   {layer: (N, H', W', C)}
-  prepare(params)                       params with its speed tricks applied (per problem)
+  prepare(params, layers=None)          params with its speed tricks applied (per problem;
+                                        layers: the deepest one read bounds the work)
   term_scales                           loss-term multipliers into VGG-19 Caffe units, for
                                         every loss variant without its own entry in
   variant_term_scales                   ((variant, ((term, scale), ...)), ...); see scales_for
@@ -35,15 +37,20 @@ NAMES = tuple(_REGISTRY)
 
 
 def get(name: str, pooling: str | None = None, compute_dtype: str | None = None,
-        remat: bool | None = None):
-  """The backbone called ``name`` with the given options; JnstError if unknown."""
+        remat: bool | None = None, conv: str | None = None):
+  """The backbone called ``name`` with the given options; JnstError if unknown. ``conv``
+  (the VGG convs' algorithm: auto, winograd, direct) other than auto needs a VGG."""
   if name not in _REGISTRY:
     raise JnstError(f"unknown backbone {name!r}: use one of {', '.join(NAMES)}")
   module, attr = _REGISTRY[name]
   bb = getattr(importlib.import_module(module), attr)
-  if remat:
-    return bb.with_options(pooling, compute_dtype, remat)
-  return bb.with_options(pooling, compute_dtype)
+  extra = {"remat": remat} if remat else {}
+  if conv not in (None, "auto"):
+    if not hasattr(bb, "conv"):
+      raise JnstError(f"--conv={conv} is for the VGG backbones; {name} has one conv "
+                      "algorithm: leave --conv at auto")
+    extra["conv"] = conv
+  return bb.with_options(pooling, compute_dtype, **extra)
 
 
 def scales_for(backbone, variant: str) -> dict[str, float]:

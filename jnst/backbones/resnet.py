@@ -359,10 +359,12 @@ class ResNet(MeanStdInput):
     """``features`` of RGB images in [0, 1], NHWC."""
     return self.features(params, self.preprocess(params, rgb), layers)
 
-  def prepare(self, params: Mapping) -> dict:
+  def prepare(self, params: Mapping, layers: Sequence[str] | None = None) -> dict:
     """``params`` plus ``"grad_kernels"``: the input-gradient kernel of each conv larger than
     1x1, computed once here instead of on every call (numerically identical; batch norm is
-    already folded into the convs when converting)."""
+    already folded into the convs when converting). ``layers``: unused (every kernel is
+    small next to VGG's)."""
+    del layers
     return {**params, "grad_kernels": {n: grad_kernel(c["kernel"])
                                        for n, c in params["conv"].items()
                                        if c["kernel"].shape[0] > 1}}

@@ -28,8 +28,12 @@ weights file is loaded into the same input space, RGB 0-255 minus the file's mea
   mean) / ImageNet std): mean = [0.485, 0.456, 0.406], and ``load`` divides conv1_1's input
   channels by 255·std — numerically torchvision's network.
 
-``VGG.prepare`` adds ``"grad_kernels"`` (the transposed kernels of the input-gradient convs,
-computed once per problem) for speed.
+``VGG.prepare`` adds, for speed, per problem: ``"grad_kernels"`` (the transposed kernels of
+the input-gradient convs) and, when the backbone's ``conv`` resolves to "winograd", a
+``"winograd"`` entry {conv: {"fwd": U, "bwd": U of the grad kernel}} (``jnst.backbones.winograd``)
+for each conv with at least ``winograd.MIN_CHANNELS`` input and output channels up to the
+deepest layer the problem reads: those convs then run as Winograd F(4x4, 3x3) convs, forward
+and input gradient (same function to ~1e-5 relative in float32).
 
 Loss weights: the Caffe VGG-19 weights' features are the paper's units, so α, β keep the
 paper's meaning (``term_scales`` all 1); γ (TV) is defined on RGB in 0-255 units for every
@@ -59,6 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jnst.params_file as params_file
+from jnst.backbones import winograd
 from jnst.backbones.input_space import MeanStdInput
 from jnst.errors import JnstError
 from jnst.fetch import Log, cached_member, sha256, stderr_log
@@ -109,6 +114,7 @@ VGG19_TORCH_INDEX = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
 
 POOLINGS = ("max", "avg")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+CONVS = ("auto", "winograd", "direct")
 FIRST_RELUS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
@@ -142,14 +148,19 @@ def grad_kernel(kernel: jax.Array) -> jax.Array:
   return jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
 
 
-def conv3x3(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array | None = None) -> jax.Array:
+def conv3x3(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array | None = None,
+            wino: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
   """``_conv`` whose input gradient is written as a plain conv with ``kernel_t =
   grad_kernel(kernel)`` (the same numbers as JAX's own rule).
 
   Inside a ``lax.scan``/``while`` body XLA:CPU otherwise leaves the transposed conv off its
   fast conv path (BENCHMARKS.md). Passing ``kernel_t`` precomputed (``VGG.prepare``) also
   saves transposing every kernel on each call; without it, it is computed here.
+  ``wino``: (U, U_t), the ``winograd.transform_kernel`` of ``kernel`` and of its grad
+  kernel: forward and input gradient run as Winograd convs (``kernel_t`` is then unused).
   """
+  if wino is not None:
+    return _conv3x3_wino(x, kernel, *wino)
   return _conv3x3(x, kernel, grad_kernel(kernel) if kernel_t is None else kernel_t)
 
 
@@ -172,12 +183,33 @@ def _conv3x3_bwd(res, g):
 _conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
+@jax.custom_vjp
+def _conv3x3_wino(x, kernel, u, u_t):
+  return winograd.conv(x, u)
+
+
+def _conv3x3_wino_fwd(x, kernel, u, u_t):
+  return winograd.conv(x, u), (x, kernel, u, u_t)
+
+
+def _conv3x3_wino_bwd(res, g):
+  x, kernel, u, u_t = res
+  _, kernel_vjp = jax.vjp(lambda k: _conv(x, k), kernel)  # Dead code unless asked for.
+  return winograd.conv(g, u_t), kernel_vjp(g)[0], jnp.zeros_like(u), jnp.zeros_like(u_t)
+
+
+_conv3x3_wino.defvjp(_conv3x3_wino_fwd, _conv3x3_wino_bwd)
+
+
 def flax_variables(params: Mapping) -> dict:
   """The Flax variables of plain or ``prepare``d params: {"params": the convs} and, when
-  prepared, {"grad_kernels": {conv: {"kernel": its input-gradient kernel}}}."""
+  prepared, {"grad_kernels": {conv: {"kernel": its input-gradient kernel}}} and
+  {"winograd": {conv: {"fwd": U, "bwd": U_t}}}."""
   variables = {"params": params["conv"]}
   if "grad_kernels" in params:
     variables["grad_kernels"] = {n: {"kernel": k} for n, k in params["grad_kernels"].items()}
+  if "winograd" in params:
+    variables["winograd"] = params["winograd"]
   return variables
 
 
@@ -188,10 +220,18 @@ def precomputed_grad_kernel(module: nn.Module, dtype: str) -> jax.Array | None:
   return module.get_variable("grad_kernels", "kernel").astype(dtype)
 
 
+def precomputed_winograd(module: nn.Module) -> tuple[jax.Array, jax.Array] | None:
+  """``module``'s ``winograd`` entries (fwd, bwd), or None when it has none."""
+  if not module.has_variable("winograd", "fwd"):
+    return None
+  return module.get_variable("winograd", "fwd"), module.get_variable("winograd", "bwd")
+
+
 class Conv3x3(nn.Module):
   """``nn.Conv(features, (3, 3), padding="SAME")`` with the same params ({"kernel": HWIO,
   "bias"}; initialised He-normal and N(0, 0.1²)), computed by ``conv3x3``; a
-  ``grad_kernels`` collection entry "kernel", when present, is its precomputed ``kernel_t``."""
+  ``grad_kernels`` collection entry "kernel", when present, is its precomputed ``kernel_t``,
+  ``winograd`` entries "fwd" and "bwd" its ``wino``."""
   features: int
   dtype: str = "float32"
 
@@ -201,7 +241,8 @@ class Conv3x3(nn.Module):
                         (3, 3, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.normal(0.1), (self.features,))
     x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
-    return conv3x3(x, kernel, precomputed_grad_kernel(self, self.dtype)) + bias
+    return conv3x3(x, kernel, precomputed_grad_kernel(self, self.dtype),
+                   precomputed_winograd(self)) + bias
 
 
 class VGGNet(nn.Module):
@@ -245,7 +286,7 @@ class VGGNet(nn.Module):
 
 def _block(b: int, n: int, pooling: str, dtype: str, wanted: frozenset, last: str):
   """Block ``b`` (``n`` convs, then pooling) of ``VGGNet`` as a pure function
-  ``(x, {conv: (kernel, bias, kernel_t | None)}) -> (x, {layer: value})``, the same
+  ``(x, {conv: (kernel, bias, kernel_t | None, wino | None)}) -> (x, {layer: value})``, the same
   arithmetic as ``Conv3x3``; stops after layer ``last``."""
   def block(x, p):
     out = {}
@@ -256,9 +297,9 @@ def _block(b: int, n: int, pooling: str, dtype: str, wanted: frozenset, last: st
       return name == last
 
     for i in range(1, n + 1):
-      kernel, bias, kernel_t = p[f"conv{b}_{i}"]
+      kernel, bias, kernel_t, wino = p[f"conv{b}_{i}"]
       x = conv3x3(x, kernel.astype(dtype), None if kernel_t is None
-                  else kernel_t.astype(dtype)) + bias.astype(dtype)
+                  else kernel_t.astype(dtype), wino) + bias.astype(dtype)
       if keep(f"conv{b}_{i}", x):
         return x, out
       x = nn.relu(x)
@@ -278,12 +319,12 @@ def remat_features(arch: Arch, pooling: str, dtype: str, params: Mapping, x: jax
   activation memory (BUILD.md, "Pyramid and high resolution"). Same values as ``VGGNet``."""
   order, wanted = arch.layer_names, frozenset(layers)
   last = max(wanted, key=order.index)
-  grad = params.get("grad_kernels", {})
+  grad, wino = params.get("grad_kernels", {}), params.get("winograd", {})
   x, out = x.astype(dtype), {}
   for b, n in enumerate(arch.convs_per_block, 1):
-    p = {f"conv{b}_{i}": (params["conv"][f"conv{b}_{i}"]["kernel"],
-                          params["conv"][f"conv{b}_{i}"]["bias"], grad.get(f"conv{b}_{i}"))
-         for i in range(1, n + 1)}
+    names = [f"conv{b}_{i}" for i in range(1, n + 1)]
+    p = {c: (params["conv"][c]["kernel"], params["conv"][c]["bias"], grad.get(c),
+             (wino[c]["fwd"], wino[c]["bwd"]) if c in wino else None) for c in names}
     x, got = jax.checkpoint(_block(b, n, pooling, dtype, wanted, last))(x, p)
     out.update(got)
     if order.index(last) <= order.index(f"pool{b}"):
@@ -305,7 +346,9 @@ class VGG(MeanStdInput):
   are float32 either way); term_scales: multipliers of the raw loss terms that put them in
   VGG-19 Caffe units (empty: all 1, as for VGG-19's Caffe weights; module docstring); remat:
   rematerialise each block in the backward pass (``remat_features``: less memory, ~1 more
-  forward).
+  forward); conv: "auto" (Winograd where JAX's default backend is the CPU, direct
+  elsewhere), "winograd" or "direct" — the algorithm of the convs with at least
+  ``winograd.MIN_CHANNELS`` channels in and out, applied by ``prepare`` (module docstring).
   """
   arch: Arch
   pooling: str = "max"
@@ -313,6 +356,7 @@ class VGG(MeanStdInput):
   term_scales: tuple[tuple[str, float], ...] = ()
   remat: bool = False
   variant_term_scales: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
+  conv: str = "auto"
 
   default_content_layers = ("relu4_2",)
   default_style_layers = FIRST_RELUS
@@ -325,14 +369,24 @@ class VGG(MeanStdInput):
 
   def describe(self) -> dict:
     return {"name": self.name, "pooling": self.pooling, "compute_dtype": self.compute_dtype,
-            **({"remat": True} if self.remat else {})}
+            "conv": self.conv_algorithm, **({"remat": True} if self.remat else {})}
+
+  @property
+  def conv_algorithm(self) -> str:
+    """``conv`` resolved: "winograd" or "direct"."""
+    if self.conv == "auto":
+      return "winograd" if jax.default_backend() == "cpu" else "direct"
+    return self.conv
 
   def with_options(self, pooling: str | None = None, compute_dtype: str | None = None,
-                   remat: bool | None = None) -> VGG:
+                   remat: bool | None = None, conv: str | None = None) -> VGG:
     """This backbone with other options; raises JnstError on an unknown value."""
     new = dataclasses.replace(self, pooling=pooling or self.pooling,
                               compute_dtype=compute_dtype or self.compute_dtype,
-                              remat=self.remat if remat is None else bool(remat))
+                              remat=self.remat if remat is None else bool(remat),
+                              conv=conv or self.conv)
+    if new.conv not in CONVS:
+      raise JnstError(f"unknown conv algorithm {new.conv!r}: use auto, winograd or direct")
     if new.pooling not in POOLINGS:
       raise JnstError(f"unknown pooling {new.pooling!r}: use 'max' or 'avg'")
     if new.compute_dtype not in COMPUTE_DTYPES:
@@ -375,10 +429,13 @@ class VGG(MeanStdInput):
 
   def features(self, params: Mapping, x: jax.Array, layers: Sequence[str]) -> dict:
     """Activations of input-space NHWC ``x``: {layer: (N, H', W', C) float32}. ``params``
-    plain or ``prepare``d."""
+    plain or ``prepare``d; plain params with the Winograd convs are prepared here (per
+    call), so targets and the optimised image see the same convs."""
     if set(params["conv"]) != set(self.arch.conv_names):
       raise JnstError(f"these params hold {arch_of(params).name} convs, not {self.name}'s: pass "
                       f"backbone='{arch_of(params).name}' (--backbone)")
+    if self.conv_algorithm == "winograd" and "grad_kernels" not in params:
+      params = self.prepare(params, self.validate_layers(layers))
     if self.remat:
       return remat_features(self.arch, self.pooling, self.compute_dtype, params, x,
                             self.validate_layers(layers))
@@ -389,11 +446,22 @@ class VGG(MeanStdInput):
     """``features`` of RGB images in [0, 1], NHWC."""
     return self.features(params, self.preprocess(params, rgb), layers)
 
-  def prepare(self, params: Mapping) -> dict:
+  def prepare(self, params: Mapping, layers: Sequence[str] | None = None) -> dict:
     """``params`` plus ``"grad_kernels"``: each conv's input-gradient kernel, computed once
-    here instead of on every call (numerically identical; one more copy of the kernels)."""
-    return {**params, "grad_kernels": {n: grad_kernel(c["kernel"])
-                                       for n, c in params["conv"].items()}}
+    here instead of on every call (numerically identical; one more copy of the kernels);
+    with ``conv_algorithm`` "winograd", ``"winograd"`` {conv: {"fwd", "bwd"}} for the
+    eligible convs (``winograd.eligible``) up to the deepest of ``layers`` (None: all),
+    which then need no grad kernel. Memory: 4x each eligible kernel, twice."""
+    wino = {}
+    if self.conv_algorithm == "winograd":
+      order = self.arch.layer_names
+      last = len(order) if layers is None else max(map(order.index, layers), default=-1)
+      wino = {n: {"fwd": winograd.transform_kernel(c["kernel"]),
+                  "bwd": winograd.transform_kernel(grad_kernel(c["kernel"]))}
+              for n, c in params["conv"].items()
+              if winograd.eligible(c["kernel"].shape) and order.index(n) <= last}
+    grads = {n: grad_kernel(c["kernel"]) for n, c in params["conv"].items() if n not in wino}
+    return {**params, "grad_kernels": grads, **({"winograd": wino} if wino else {})}
 
   def init_random(self, key: jax.Array, scale: float = 1.0) -> dict:
     """Random params (Flax init: He-normal kernels times ``scale``, N(0, 0.1²) biases) with

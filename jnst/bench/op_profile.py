@@ -89,9 +89,10 @@ def classify_jax(op: dict, body: str = "") -> str:
   """The class (``CLASSES``) of one XLA op (an ``hlo_ops`` entry) and, for a fusion, the text
   of its fused computation: a fusion holding a convolution or dot is classed by that op;
   forward and backward are told apart by the ``transpose(`` of autodiff's op names; a dot
-  inside the backbone (``…Net)/…``) is a 1x1 conv. The Gram's
-  own VJP (``losses._gram``: one (M, C) x (C, C) product) carries no op name: a dot whose
-  result is not square is its backward."""
+  inside the backbone (``…Net)/…``) is a 1x1 conv, and every op in the ``winograd`` name
+  scope (or an unnamed dot of 36 batches) part of a Winograd conv. The Gram's own VJP
+  (``losses._gram``: one (M, C) x (C, C) product) carries no op name: a dot whose result is
+  not square is its backward."""
   lines = [op | {"line": ""}] if not body else []
   for line in body.splitlines():
     m = _INSTR.match(line)
@@ -99,12 +100,17 @@ def classify_jax(op: dict, body: str = "") -> str:
       n = _OP_NAME.search(line)
       lines.append({"opcode": m.group(3), "shape": m.group(2),
                     "op_name": n.group(1) if n else "", "line": line})
+  names = " ".join(l["op_name"] for l in lines) + " " + op["op_name"]
+  if re.search(r"\bwinograd[/)]", names):  # jnst.backbones.winograd's tile transforms and matmuls.
+    return "conv_bwd" if "transpose(" in names else "conv_fwd"
   convs = [l for l in lines if l["opcode"] == "convolution"]
   if convs:
     return "conv_bwd" if "transpose(" in convs[0]["op_name"] else "conv_fwd"
   dots = [l for l in lines if l["opcode"] == "dot"]
   if dots and "Net" in dots[0]["op_name"]:  # A backbone's 1x1 conv written as a matmul.
     return "conv_bwd" if "transpose(" in dots[0]["op_name"] else "conv_fwd"
+  if dots and not dots[0]["op_name"] and _dims(dots[0]["shape"])[:1] == [36]:
+    return "conv_fwd"  # A Winograd conv's 36 batched matmuls whose name XLA dropped (1 tile).
   if dots:
     d = _dims(dots[0]["shape"])
     square = len(d) >= 2 and d[-1] == d[-2]

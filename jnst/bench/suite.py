@@ -45,7 +45,8 @@ class BenchConfig:
   the issue-4 figure (``seed_scaling.py``) at ``seed_sizes`` (px) for ``seed_counts`` seeds
   of ``seed_steps`` L-BFGS steps each. backbone: the network (``jnst.backbones`` name); the
   params passed to ``run`` must be its. end_to_end: False measures per-evaluation figures
-  only (no optimiser runs, no time to a common loss).
+  only (no optimiser runs, no time to a common loss). conv: the VGG convs' algorithm
+  (``StylizeConfig.conv``; torch's side is unchanged).
   """
   sizes: tuple[int, ...] = (128, 256)
   frameworks: tuple[str, ...] = FRAMEWORKS
@@ -66,6 +67,7 @@ class BenchConfig:
   seed_steps: int = 10
   backbone: str = "vgg19"
   end_to_end: bool = True
+  conv: str = "auto"
 
   def validate(self) -> BenchConfig:
     bad = [f for f in self.frameworks if f not in FRAMEWORKS]
@@ -345,6 +347,8 @@ def run(params, content_path, style_path, cfg: BenchConfig,
     from jnst.bench import torch_ref
     torch_ref.torch().set_num_threads(cfg.threads or cpu_count())
   machine = machine_info(cfg)
+  bb = StylizeConfig(backbone=cfg.backbone, conv=cfg.conv).validate().get_backbone()
+  machine["conv_algorithm"] = bb.describe().get("conv")  # None: the backbone has one.
   rec = Recorder(log)
   if cfg.seed_scaling != "only":
     shapes = _main_suite(rec, params, content_path, style_path, cfg, log)
@@ -371,7 +375,8 @@ def _main_suite(rec: Recorder, params, content_path, style_path, cfg: BenchConfi
     gflops = timing.jax_matmul_peak_gflops(cfg.matmul_n)
     rec.add("jax", 0, "matmul_peak_gflops", gflops, "GFLOP/s",
             f"{cfg.matmul_n}^2 float32 matmul, default precision")
-  scfg = StylizeConfig(backbone=cfg.backbone, variant="paper").validate()  # Paper units, as before.
+  scfg = StylizeConfig(backbone=cfg.backbone, variant="paper",  # Paper units, as before.
+                       conv=cfg.conv).validate()
   sizes = list(cfg.sizes) + ([seed_size] if seed_size and seed_size not in cfg.sizes else [])
   shapes = {}
   for size in sizes:
@@ -426,7 +431,8 @@ def _speedup(metric: str, jax_v, torch_v):
 def markdown(machine: dict, records: list[dict]) -> str:
   """Tables per size: metric | jax | torch | jax advantage (×, > 1 = JAX better)."""
   backbone = machine.get("config", {}).get("backbone", "vgg19")
-  lines = [f"Backbone: {backbone}. "
+  conv = machine.get("conv_algorithm")
+  lines = [f"Backbone: {backbone}{f' (convs: {conv})' if conv else ''}. "
            f"Machine: {machine.get('cpu')} ({machine.get('cpus')} CPUs), JAX backend "
            f"{machine.get('jax_backend')}, GPU: {machine.get('gpu') or 'none'}; jax "
            f"{machine.get('jax')}, torch {machine.get('torch', 'n/a')} "

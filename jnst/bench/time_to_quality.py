@@ -100,12 +100,13 @@ def main(argv=None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--size", type=int, default=512)
   p.add_argument("--steps", type=int, default=500, help="PyTorch / single-scale evaluations")
-  p.add_argument("--min_sizes", default="128", help="pyramids to try, by --min_size")
+  p.add_argument("--min_sizes", default="128", help="pyramids to try, by --min_size (empty: none)")
   p.add_argument("--final_steps", type=int, default=500, help="pyramid output-scale cap")
   p.add_argument("--content", default=str(SHARED / "tubingen.jpg"))
   p.add_argument("--style", default=str(SHARED / "starry_night.jpg"))
   p.add_argument("--weights", default=None)
   p.add_argument("--variant", default="invariant", help="loss normalisation (today's default)")
+  p.add_argument("--conv", default="auto", help="the VGG convs' algorithm (auto, winograd, direct)")
   p.add_argument("--save_dir", default=None, help="write each jnst result as PNG here")
   p.add_argument("--torch_json", default=None, help="reuse a PyTorch reference record")
   p.add_argument("--skip_single", action="store_true")
@@ -116,7 +117,7 @@ def main(argv=None) -> dict:
   content = images.load_image(a.content, a.size)
   style = images.load_image(a.style, a.size)
   cfg = experiments.StylizeConfig(opt=optimize.OptConfig(steps=a.steps, chunk=50),
-                                 variant=a.variant)
+                                 variant=a.variant, conv=a.conv)
   rec = {"size": a.size, "shape": list(content.shape), "content": a.content, "style": a.style,
          "variant": a.variant}
   if a.torch_threads:
@@ -134,7 +135,7 @@ def main(argv=None) -> dict:
     look(params, rec["single"], content, style, a.save_dir, "single")
     print("single", {k: v for k, v in rec["single"].items() if k != "loss_history"}, flush=True)
   rec["pyramids"] = []
-  for m in (int(v) for v in a.min_sizes.split(",")):
+  for m in (int(v) for v in a.min_sizes.split(",") if v.strip()):
     sides = pyramid.sides(a.size, min_size=m)
     steps = pyramid.default_steps(len(sides), a.steps)[:-1] + (a.final_steps,)
     sched = dataclasses.replace(pyramid.schedule(a.size, a.steps, min_size=m,
