@@ -133,7 +133,7 @@ ROWS = [
     ("lbfgs_memory_huge", 2, "stylize", [*PAIR, O, "--lbfgs_memory=1000000000"], 2,
      "lower --lbfgs_memory", [], {}),
     ("little_memory", 2, "stylize", [*PAIR, O, "--size=256"], 2, "is available: lower --size", [],
-     {"env": {"JNST_MEMORY_BYTES": "1.7e9"}}),  # Weights + runtime 1.26 GiB, the run 1.57.
+     {"env": {"JNST_MEMORY_BYTES": "1.7e9"}}),  # Weights + runtime 1.33 GiB, the run 1.64.
     ("huge_png", 2, "stylize", [f"--content={IN}/huge_palette.png", f"--style={IN}/style.png",
                                 O], 2, "169 MP), over the 67 MP", [], {}),
     ("num_seeds_huge", 2, "seed_study", [*PAIR, f"--output_dir={OUT}/s",

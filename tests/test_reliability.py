@@ -35,19 +35,17 @@ def test_estimate_parts_scale_as_documented():
   assert c.parts["activations"] == 3 * a.parts["activations"]
   assert a.parts["params"] == c.parts["params"]
   # Params as prepare holds them: the weights, the grad kernels, and (CPU) 4x twice the
-  # Winograd convs'; counted from the conv shapes here, not from prepare.
+  # Winograd convs' kernels; counted from the conv shapes here, not from prepare.
   kernels = {n: 4 * int(np.prod(s)) for n, s in VGG.arch.kernel_shapes().items()}
   plain = sum(kernels.values()) + 4 * sum(s[3] for s in VGG.arch.kernel_shapes().values()) + 24
   wino = {n for n, s in VGG.arch.kernel_shapes().items() if min(s[2:]) >= 256}
   assert len(wino) == 11 and VGG.conv_algorithm == "winograd"
-  assert a.parts["params"] == plain + sum(8 * kernels[n] if n in wino else kernels[n]
-                                          for n in kernels)
+  assert a.parts["params"] == plain + sum(kernels.values()) + 8 * sum(kernels[n] for n in wino)
   direct = memory.estimate(VGG.with_options(conv="direct"), (64, 64, 3), lbfgs_memory=10)
   assert direct.parts["params"] == plain + sum(kernels.values())  # Weights and grad kernels.
   upto = memory.estimate(VGG, (64, 64, 3), lbfgs_memory=10, layers=["relu4_1"])
-  assert upto.parts["params"] == plain + sum(
-      8 * k if n in {"conv3_2", "conv3_3", "conv3_4", "conv4_1"} else k
-      for n, k in kernels.items())
+  assert upto.parts["params"] == plain + sum(kernels.values()) + 8 * sum(
+      kernels[n] for n in ("conv3_2", "conv3_3", "conv3_4", "conv4_1"))
   adam = memory.estimate(VGG, (64, 64, 3), optimizer="adam")
   assert adam.parts["lbfgs"] == 0 and adam.parts["image"] == 8 * 64 * 64 * 3 * 4
   remat = memory.estimate(VGG, (64, 64, 3), remat=True)

@@ -4,6 +4,8 @@ VJP gives the direct conv's input and kernel gradients, ``VGG.prepare`` transfor
 the eligible convs up to the deepest layer, and features / loss gradients of a whole VGG
 match the direct convs'."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,7 +85,7 @@ def test_prepare_transforms_the_eligible_convs_up_to_the_deepest_layer(vgg19_par
   bb = vgg.VGG19.with_options(conv="winograd")
   prepared = bb.prepare(vgg19_params, layers)
   assert sorted(prepared.get("winograd", {})) == want
-  assert set(prepared["grad_kernels"]) == set(vgg19_params["conv"]) - set(want)
+  assert set(prepared["grad_kernels"]) == set(vgg19_params["conv"])  # For maps under MIN_PIXELS.
   for n in want:
     k = vgg19_params["conv"][n]["kernel"]
     np.testing.assert_array_equal(prepared["winograd"][n]["fwd"], winograd.transform_kernel(k))
@@ -106,11 +108,26 @@ def test_conv_option_resolves_and_is_recorded(vgg19_params):
   assert backbones.get("resnet50", conv="auto").name == "resnet50"
 
 
+def test_auto_runs_small_maps_direct():
+  """``min_pixels`` (conv="auto": ``winograd.MIN_PIXELS``) picks the algorithm by the map's
+  size: the compiled program has Winograd ops only from 12x16 positions on."""
+  k = jax.random.normal(jax.random.key(1), (3, 3, 256, 256)) / 48.0
+  wino = (winograd.transform_kernel(k), winograd.transform_kernel(vgg.grad_kernel(k)))
+  assert vgg.VGG19.winograd_min_pixels == winograd.MIN_PIXELS == 12 * 16
+  assert vgg.VGG19.with_options(conv="winograd").winograd_min_pixels == 0
+  for h, w, used in [(8, 8, False), (12, 15, False), (12, 16, True)]:
+    x = jnp.ones((1, h, w, 256))
+    f = jax.jit(jax.grad(lambda x: jnp.sum(vgg.conv3x3(x, k, vgg.grad_kernel(k), wino,
+                                                         winograd.MIN_PIXELS) ** 2)))
+    text = f.lower(x).compile().as_text()
+    assert bool(re.search(r'op_name="[^"]*winograd[/)]', text)) == used, (h, w)
+
+
 @pytest.mark.parametrize("remat", [False, True])
 def test_vgg_features_and_gradient_match_direct_convs(vgg19_params, remat):
-  """A whole VGG-19 up to relu5_1 (eight Winograd convs) on a 44x36 image: features and the
+  """A whole VGG-19 up to relu4_2 (five Winograd convs) on a 44x36 image: features and the
   image gradient of a loss over them equal the direct convs' to float32 accuracy."""
-  layers = ("relu1_1", "relu3_3", "relu4_2", "relu5_1")
+  layers = ("relu1_1", "relu3_3", "relu4_2")
   rgb = np.random.default_rng(0).uniform(size=(1, 44, 36, 3)).astype(np.float32)
   x = vgg.VGG19.preprocess(vgg19_params, rgb)
   out = {}

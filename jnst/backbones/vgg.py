@@ -149,7 +149,7 @@ def grad_kernel(kernel: jax.Array) -> jax.Array:
 
 
 def conv3x3(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array | None = None,
-            wino: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+            wino: tuple[jax.Array, jax.Array] | None = None, min_pixels: int = 0) -> jax.Array:
   """``_conv`` whose input gradient is written as a plain conv with ``kernel_t =
   grad_kernel(kernel)`` (the same numbers as JAX's own rule).
 
@@ -157,9 +157,10 @@ def conv3x3(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array | None = None,
   fast conv path (BENCHMARKS.md). Passing ``kernel_t`` precomputed (``VGG.prepare``) also
   saves transposing every kernel on each call; without it, it is computed here.
   ``wino``: (U, U_t), the ``winograd.transform_kernel`` of ``kernel`` and of its grad
-  kernel: forward and input gradient run as Winograd convs (``kernel_t`` is then unused).
+  kernel: forward and input gradient run as Winograd convs (``kernel_t`` is then unused)
+  when ``x`` has at least ``min_pixels`` positions (H·W).
   """
-  if wino is not None:
+  if wino is not None and x.shape[-3] * x.shape[-2] >= min_pixels:
     return _conv3x3_wino(x, kernel, *wino)
   return _conv3x3(x, kernel, grad_kernel(kernel) if kernel_t is None else kernel_t)
 
@@ -220,6 +221,12 @@ def precomputed_grad_kernel(module: nn.Module, dtype: str) -> jax.Array | None:
   return module.get_variable("grad_kernels", "kernel").astype(dtype)
 
 
+@jax.jit
+def _winograd_pair(kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(U, U_t): ``winograd.transform_kernel`` of ``kernel`` and of its grad kernel."""
+  return winograd.transform_kernel(kernel), winograd.transform_kernel(grad_kernel(kernel))
+
+
 def precomputed_winograd(module: nn.Module) -> tuple[jax.Array, jax.Array] | None:
   """``module``'s ``winograd`` entries (fwd, bwd), or None when it has none."""
   if not module.has_variable("winograd", "fwd"):
@@ -231,9 +238,10 @@ class Conv3x3(nn.Module):
   """``nn.Conv(features, (3, 3), padding="SAME")`` with the same params ({"kernel": HWIO,
   "bias"}; initialised He-normal and N(0, 0.1²)), computed by ``conv3x3``; a
   ``grad_kernels`` collection entry "kernel", when present, is its precomputed ``kernel_t``,
-  ``winograd`` entries "fwd" and "bwd" its ``wino``."""
+  ``winograd`` entries "fwd" and "bwd" its ``wino`` (used from ``min_pixels`` input positions)."""
   features: int
   dtype: str = "float32"
+  min_pixels: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -242,7 +250,7 @@ class Conv3x3(nn.Module):
     bias = self.param("bias", nn.initializers.normal(0.1), (self.features,))
     x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
     return conv3x3(x, kernel, precomputed_grad_kernel(self, self.dtype),
-                   precomputed_winograd(self)) + bias
+                   precomputed_winograd(self), self.min_pixels) + bias
 
 
 class VGGNet(nn.Module):
@@ -256,6 +264,7 @@ class VGGNet(nn.Module):
   arch: Arch = ARCHS["vgg19"]
   pooling: str = "max"
   dtype: str = "float32"
+  min_pixels: int = 0  # Of a prepared Winograd conv's input, to run it as one.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
@@ -272,7 +281,7 @@ class VGGNet(nn.Module):
 
     for b, (n, w) in enumerate(zip(self.arch.convs_per_block, self.arch.widths), 1):
       for i in range(1, n + 1):
-        x = Conv3x3(w, dtype=self.dtype, name=f"conv{b}_{i}")(x)
+        x = Conv3x3(w, self.dtype, self.min_pixels, name=f"conv{b}_{i}")(x)
         if keep(f"conv{b}_{i}", x):
           return out
         x = nn.relu(x)
@@ -284,7 +293,8 @@ class VGGNet(nn.Module):
     return out
 
 
-def _block(b: int, n: int, pooling: str, dtype: str, wanted: frozenset, last: str):
+def _block(b: int, n: int, pooling: str, dtype: str, wanted: frozenset, last: str,
+           min_pixels: int = 0):
   """Block ``b`` (``n`` convs, then pooling) of ``VGGNet`` as a pure function
   ``(x, {conv: (kernel, bias, kernel_t | None, wino | None)}) -> (x, {layer: value})``, the same
   arithmetic as ``Conv3x3``; stops after layer ``last``."""
@@ -299,7 +309,7 @@ def _block(b: int, n: int, pooling: str, dtype: str, wanted: frozenset, last: st
     for i in range(1, n + 1):
       kernel, bias, kernel_t, wino = p[f"conv{b}_{i}"]
       x = conv3x3(x, kernel.astype(dtype), None if kernel_t is None
-                  else kernel_t.astype(dtype), wino) + bias.astype(dtype)
+                  else kernel_t.astype(dtype), wino, min_pixels) + bias.astype(dtype)
       if keep(f"conv{b}_{i}", x):
         return x, out
       x = nn.relu(x)
@@ -312,7 +322,7 @@ def _block(b: int, n: int, pooling: str, dtype: str, wanted: frozenset, last: st
 
 
 def remat_features(arch: Arch, pooling: str, dtype: str, params: Mapping, x: jax.Array,
-                   layers: Sequence[str]) -> dict:
+                   layers: Sequence[str], min_pixels: int = 0) -> dict:
   """``VGGNet``'s activations with every block under ``jax.checkpoint``: the backward pass
   keeps only each block's input (and the requested layers) and recomputes the block's
   inner activations — about one more forward pass of compute for a fraction of the
@@ -325,7 +335,7 @@ def remat_features(arch: Arch, pooling: str, dtype: str, params: Mapping, x: jax
     names = [f"conv{b}_{i}" for i in range(1, n + 1)]
     p = {c: (params["conv"][c]["kernel"], params["conv"][c]["bias"], grad.get(c),
              (wino[c]["fwd"], wino[c]["bwd"]) if c in wino else None) for c in names}
-    x, got = jax.checkpoint(_block(b, n, pooling, dtype, wanted, last))(x, p)
+    x, got = jax.checkpoint(_block(b, n, pooling, dtype, wanted, last, min_pixels))(x, p)
     out.update(got)
     if order.index(last) <= order.index(f"pool{b}"):
       break
@@ -370,6 +380,12 @@ class VGG(MeanStdInput):
   def describe(self) -> dict:
     return {"name": self.name, "pooling": self.pooling, "compute_dtype": self.compute_dtype,
             "conv": self.conv_algorithm, **({"remat": True} if self.remat else {})}
+
+  @property
+  def winograd_min_pixels(self) -> int:
+    """Input positions (H·W) from which a prepared Winograd conv runs as one: 0 for
+    conv="winograd", ``winograd.MIN_PIXELS`` for "auto" (smaller maps: direct, faster)."""
+    return 0 if self.conv == "winograd" else winograd.MIN_PIXELS
 
   @property
   def conv_algorithm(self) -> str:
@@ -434,12 +450,15 @@ class VGG(MeanStdInput):
     if set(params["conv"]) != set(self.arch.conv_names):
       raise JnstError(f"these params hold {arch_of(params).name} convs, not {self.name}'s: pass "
                       f"backbone='{arch_of(params).name}' (--backbone)")
-    if self.conv_algorithm == "winograd" and "grad_kernels" not in params:
-      params = self.prepare(params, self.validate_layers(layers))
+    layers, least = self.validate_layers(layers), self.winograd_min_pixels
+    # conv3_2, the first eligible conv, sees the image after two 2x2 pools.
+    if ("grad_kernels" not in params and self.conv_algorithm == "winograd"
+        and (x.shape[-3] // 4) * (x.shape[-2] // 4) >= least):
+      params = self.prepare(params, layers)
     if self.remat:
-      return remat_features(self.arch, self.pooling, self.compute_dtype, params, x,
-                            self.validate_layers(layers))
-    model = VGGNet(self.validate_layers(layers), self.arch, self.pooling, self.compute_dtype)
+      return remat_features(self.arch, self.pooling, self.compute_dtype, params, x, layers,
+                            least)
+    model = VGGNet(layers, self.arch, self.pooling, self.compute_dtype, least)
     return model.apply(flax_variables(params), x)
 
   def extract(self, params: Mapping, rgb: jax.Array, layers: Sequence[str]) -> dict:
@@ -450,17 +469,17 @@ class VGG(MeanStdInput):
     """``params`` plus ``"grad_kernels"``: each conv's input-gradient kernel, computed once
     here instead of on every call (numerically identical; one more copy of the kernels);
     with ``conv_algorithm`` "winograd", ``"winograd"`` {conv: {"fwd", "bwd"}} for the
-    eligible convs (``winograd.eligible``) up to the deepest of ``layers`` (None: all),
-    which then need no grad kernel. Memory: 4x each eligible kernel, twice."""
+    eligible convs (``winograd.eligible``) up to the deepest of ``layers`` (None: all).
+    Memory: 4x each eligible kernel, twice."""
     wino = {}
     if self.conv_algorithm == "winograd":
       order = self.arch.layer_names
       last = len(order) if layers is None else max(map(order.index, layers), default=-1)
-      wino = {n: {"fwd": winograd.transform_kernel(c["kernel"]),
-                  "bwd": winograd.transform_kernel(grad_kernel(c["kernel"]))}
+      wino = {n: dict(zip(("fwd", "bwd"), _winograd_pair(c["kernel"])))
               for n, c in params["conv"].items()
               if winograd.eligible(c["kernel"].shape) and order.index(n) <= last}
-    grads = {n: grad_kernel(c["kernel"]) for n, c in params["conv"].items() if n not in wino}
+    # Every conv keeps its grad kernel: under MIN_PIXELS the Winograd ones run direct.
+    grads = {n: grad_kernel(c["kernel"]) for n, c in params["conv"].items()}
     return {**params, "grad_kernels": grads, **({"winograd": wino} if wino else {})}
 
   def init_random(self, key: jax.Array, scale: float = 1.0) -> dict:

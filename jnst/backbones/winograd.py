@@ -23,6 +23,10 @@ import numpy as np
 # Convs with at least this many input and output channels run as Winograd convs where a
 # backbone enables them (smaller ones are faster direct on XLA:CPU; BENCHMARKS.md).
 MIN_CHANNELS = 256
+# ... and, with VGG's conv="auto", at least this many input positions (H·W): from 12x16
+# (block 5 at 256 px) Winograd is as fast or faster (BENCHMARKS.md); the smaller maps of
+# tiny images (tests, thumbnails) compile and run the direct convs.
+MIN_PIXELS = 12 * 16
 
 _BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                 [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64)
@@ -32,6 +36,7 @@ _AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
                 [0, 1, -1, 8, -8, 1]], np.float64)
 _KB = np.kron(_BT, _BT)  # (36, 36): tile position (i, j) from input position (a, b).
 _KA = np.kron(_AT, _AT)  # (16, 36): output position (p, q) from tile position (i, j).
+_KG = np.kron(_G, _G)  # (36, 9): tile position (i, j) from kernel tap (a, b).
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -45,8 +50,7 @@ def transform_kernel(kernel: jax.Array) -> jax.Array:
   """U = G g Gᵀ of every (Cin, Cout) pair: (3, 3, Cin, Cout) -> (36, Cin, Cout), in the
   kernel's dtype."""
   k = jnp.asarray(kernel)
-  g = _G.astype(k.dtype)
-  u = jnp.einsum("ia,abcd,jb->ijcd", g, k, g, precision=_HIGHEST)
+  u = jnp.matmul(_KG.astype(k.dtype), k.reshape(9, -1), precision=_HIGHEST)
   return u.reshape(36, *k.shape[2:])
 
 
