@@ -33,7 +33,8 @@ the input-gradient convs) and, when the backbone's ``conv`` resolves to "winogra
 ``"winograd"`` entry {conv: {"fwd": U, "bwd": U of the grad kernel}} (``jnst.backbones.winograd``)
 for each conv with at least ``winograd.MIN_CHANNELS`` input and output channels up to the
 deepest layer the problem reads: those convs then run as Winograd F(4x4, 3x3) convs, forward
-and input gradient (same function to ~1e-5 relative in float32).
+and input gradient (same function to ~1e-5 relative in float32), on maps of at least
+``winograd.MIN_PIXELS`` positions with conv="auto" (at every size with "winograd").
 
 Loss weights: the Caffe VGG-19 weights' features are the paper's units, so α, β keep the
 paper's meaning (``term_scales`` all 1); γ (TV) is defined on RGB in 0-255 units for every

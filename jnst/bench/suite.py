@@ -22,6 +22,7 @@ import numpy as np
 import jnst.images as images
 import jnst.optimize as optimize
 from jnst.records import cpu_count, save_json, save_text, versions
+import jnst.backbones as backbones
 from jnst.bench import flops, seed_scaling, timing
 from jnst.bench.recorder import OPTIMIZERS, Recorder, opt_config
 from jnst.experiments import Inputs, StylizeConfig
@@ -347,7 +348,7 @@ def run(params, content_path, style_path, cfg: BenchConfig,
     from jnst.bench import torch_ref
     torch_ref.torch().set_num_threads(cfg.threads or cpu_count())
   machine = machine_info(cfg)
-  bb = StylizeConfig(backbone=cfg.backbone, conv=cfg.conv).validate().get_backbone()
+  bb = backbones.get(cfg.backbone, conv=cfg.conv)
   machine["conv_algorithm"] = bb.describe().get("conv")  # None: the backbone has one.
   rec = Recorder(log)
   if cfg.seed_scaling != "only":
