@@ -208,16 +208,73 @@ def save_text(path: str | os.PathLike, text: str) -> Path:
   return Path(path)
 
 
-def cpu_model() -> str:
-  """The CPU's model name (Linux /proc/cpuinfo; ``platform.processor()`` elsewhere)."""
+def _cpuinfo() -> str:
   try:
     with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
+      return f.read()
   except OSError:
-    pass
-  return platform.processor() or platform.machine()
+    return ""
+
+
+def _first_cpu(text: str) -> dict[str, str]:
+  """The first processor's ``key: value`` lines of a /proc/cpuinfo text."""
+  out = {}
+  for line in text.splitlines():
+    if not line.strip():
+      if out:
+        break
+      continue
+    key, _, value = line.partition(":")
+    out.setdefault(key.strip(), value.strip())
+  return out
+
+
+def cpu_model() -> str:
+  """The CPU's model name (Linux /proc/cpuinfo; ``platform.processor()`` elsewhere)."""
+  name = _first_cpu(_cpuinfo()).get("model name")
+  return name or platform.processor() or platform.machine()
+
+
+# (vendor, family) -> [(first model, last model, name)]: the x86 server cores jnst has been
+# measured on or is likely to meet. Virtual machines often hide the model name ("AMD EPYC").
+_ARCHS = {
+    ("AuthenticAMD", 23): [(0x00, 0x2F, "Zen/Zen+"), (0x30, 0xFF, "Zen 2")],
+    ("AuthenticAMD", 25): [(0x10, 0x1F, "Zen 4"), (0x60, 0x7F, "Zen 4"), (0xA0, 0xAF, "Zen 4"),
+                           (0x00, 0xFF, "Zen 3")],
+    ("AuthenticAMD", 26): [(0x00, 0xFF, "Zen 5")],
+    ("GenuineIntel", 6): [(85, 85, "Skylake/Cascade Lake"), (106, 106, "Ice Lake"),
+                          (108, 108, "Ice Lake"), (143, 143, "Sapphire Rapids"),
+                          (207, 207, "Emerald Rapids"), (173, 174, "Granite Rapids")],
+}
+# The flags that decide which kernels are fast: vector width, bf16 dot products, AMX tiles.
+_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+
+
+def cpu_arch(cpuinfo: str | None = None) -> dict:
+  """{"vendor", "family", "model", "arch" (microarchitecture name or None), "flags" (those of
+  ``_FLAGS`` present)} of the first CPU in a /proc/cpuinfo text (this machine's by default);
+  {} where there is none (not Linux, not x86)."""
+  cpu = _first_cpu(_cpuinfo() if cpuinfo is None else cpuinfo)
+  try:
+    vendor, family, model = cpu["vendor_id"], int(cpu["cpu family"]), int(cpu["model"])
+  except (KeyError, ValueError):
+    return {}
+  arch = next((name for lo, hi, name in _ARCHS.get((vendor, family), ()) if lo <= model <= hi),
+              None)
+  present = set(cpu.get("flags", "").split())
+  return {"vendor": vendor, "family": family, "model": model, "arch": arch,
+          "flags": [f for f in _FLAGS if f in present]}
+
+
+def cpu_label(name: str | None = None, arch: dict | None = None) -> str:
+  """One line naming a CPU for tables from its model ``name`` and ``cpu_arch`` dict (this
+  machine's by default): e.g. "AMD EPYC (Zen 5; family 26, model 2)"."""
+  name = cpu_model() if name is None else name
+  arch = cpu_arch() if arch is None else arch
+  if not arch:
+    return name
+  micro = f"{arch['arch']}; " if arch.get("arch") else ""
+  return f"{name} ({micro}family {arch['family']}, model {arch['model']})"
 
 
 def cpu_count() -> int:
@@ -237,7 +294,7 @@ def versions() -> dict:
   return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
           "optax": optax.__version__, "python": sys.version.split()[0],
           "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-          "cpu": cpu_model(), "cpus": cpu_count()}
+          "cpu": cpu_model(), "cpu_arch": cpu_arch(), "cpus": cpu_count()}
 
 
 def run_record(res, **extra) -> dict:

@@ -162,9 +162,52 @@ def test_machine_info():
   cfg = suite.BenchConfig(frameworks=("jax",))
   info = suite.machine_info(cfg)
   assert info["cpus"] == records.cpu_count() and info["cpu"] == records.cpu_model()
+  assert info["cpu_arch"] == records.cpu_arch()
   assert info["jax_backend"] == jax.default_backend() and info["jax_devices"]
   assert info["config"]["frameworks"] == ("jax",) and "torch" not in info
   assert len(info["load_average_1_5_15"]) == 3
+
+
+_CPUINFO = """processor\t: 0
+vendor_id\t: {vendor}
+cpu family\t: {family}
+model\t\t: {model}
+model name\t: {name}
+flags\t\t: fpu sse2 avx2 fma avx512f {extra}
+
+processor\t: 1
+vendor_id\t: SomeoneElse
+cpu family\t: 1
+model\t\t: 1
+"""
+
+
+@pytest.mark.parametrize("vendor,family,model,extra,arch,flags", [
+    ("AuthenticAMD", 26, 2, "avx512_bf16 avx512_vp2intersect", "Zen 5",
+     ["avx2", "fma", "avx512f", "avx512_bf16"]),
+    ("AuthenticAMD", 25, 17, "avx512_bf16", "Zen 4", ["avx2", "fma", "avx512f", "avx512_bf16"]),
+    ("AuthenticAMD", 25, 1, "", "Zen 3", ["avx2", "fma", "avx512f"]),
+    ("AuthenticAMD", 23, 49, "", "Zen 2", ["avx2", "fma", "avx512f"]),
+    ("GenuineIntel", 6, 143, "amx_bf16 amx_tile avx512_fp16", "Sapphire Rapids",
+     ["avx2", "fma", "avx512f", "avx512_fp16", "amx_tile", "amx_bf16"]),
+    ("GenuineIntel", 6, 42, "", None, ["avx2", "fma", "avx512f"]),
+])
+def test_cpu_arch_from_cpuinfo(vendor, family, model, extra, arch, flags):
+  text = _CPUINFO.format(vendor=vendor, family=family, model=model, name="Some CPU", extra=extra)
+  got = records.cpu_arch(text)
+  assert got == {"vendor": vendor, "family": family, "model": model, "arch": arch,
+                 "flags": flags}
+  label = records.cpu_label("Some CPU", got)
+  assert label.startswith("Some CPU (") and f"family {family}, model {model})" in label
+  assert (arch or "Some CPU (family") in label
+  assert records.cpu_arch("") == {} and records.cpu_label("X", {}) == "X"
+
+
+def test_markdown_names_the_microarchitecture():
+  machine = {"cpu": "AMD EPYC", "cpus": 2, "cpu_arch": records.cpu_arch(_CPUINFO.format(
+      vendor="AuthenticAMD", family=26, model=2, name="AMD EPYC", extra=""))}
+  assert "Machine: AMD EPYC (Zen 5; family 26, model 2) (2 CPUs)" in suite.markdown(machine, [])
+  assert "Machine: AMD EPYC (2 CPUs)" in suite.markdown({"cpu": "AMD EPYC", "cpus": 2}, [])
 
 
 def _example_report():

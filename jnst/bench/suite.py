@@ -21,7 +21,7 @@ import numpy as np
 
 import jnst.images as images
 import jnst.optimize as optimize
-from jnst.records import cpu_count, save_json, save_text, versions
+from jnst.records import cpu_count, cpu_label, save_json, save_text, versions
 import jnst.backbones as backbones
 from jnst.bench import flops, seed_scaling, timing
 from jnst.bench.recorder import OPTIMIZERS, Recorder, opt_config
@@ -429,12 +429,18 @@ def _speedup(metric: str, jax_v, torch_v):
   return torch_v / jax_v
 
 
+def _cpu_line(machine: dict) -> str:
+  """The machine's CPU as ``records.cpu_label`` writes it (records from before ``cpu_arch``
+  existed: the model name alone)."""
+  return cpu_label(machine.get("cpu", "?"), machine.get("cpu_arch") or {})
+
+
 def markdown(machine: dict, records: list[dict]) -> str:
   """Tables per size: metric | jax | torch | jax advantage (×, > 1 = JAX better)."""
   backbone = machine.get("config", {}).get("backbone", "vgg19")
   conv = machine.get("conv_algorithm")
   lines = [f"Backbone: {backbone}{f' (convs: {conv})' if conv else ''}. "
-           f"Machine: {machine.get('cpu')} ({machine.get('cpus')} CPUs), JAX backend "
+           f"Machine: {_cpu_line(machine)} ({machine.get('cpus')} CPUs), JAX backend "
            f"{machine.get('jax_backend')}, GPU: {machine.get('gpu') or 'none'}; jax "
            f"{machine.get('jax')}, torch {machine.get('torch', 'n/a')} "
            f"({machine.get('torch_threads', 'n/a')} threads); load average before "
