@@ -32,6 +32,7 @@ import jnst.experiments as experiments
 import jnst.images as images
 import jnst.optimize as optimize
 import jnst.pyramid as pyramid
+from jnst.records import save_json, versions
 from jnst.backbones import vgg
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "images"
@@ -119,7 +120,7 @@ def main(argv=None) -> dict:
   cfg = experiments.StylizeConfig(opt=optimize.OptConfig(steps=a.steps, chunk=50),
                                  variant=a.variant, conv=a.conv)
   rec = {"size": a.size, "shape": list(content.shape), "content": a.content, "style": a.style,
-         "variant": a.variant}
+         "variant": a.variant, "versions": versions()}
   if a.torch_threads:
     from jnst.bench import torch_ref
     torch_ref.torch().set_num_threads(a.torch_threads)
@@ -146,7 +147,6 @@ def main(argv=None) -> dict:
     print("pyramid", {k: v for k, v in r.items() if k not in ("loss_history", "scales")},
           flush=True)
   if a.out:
-    from jnst.records import save_json
     save_json(a.out, rec)
   return rec
 
