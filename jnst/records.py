@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import math
 import json
 import os
@@ -208,7 +209,9 @@ def save_text(path: str | os.PathLike, text: str) -> Path:
   return Path(path)
 
 
+@functools.cache
 def _cpuinfo() -> str:
+  """/proc/cpuinfo's text, read once per process ("" where there is none)."""
   try:
     with open("/proc/cpuinfo") as f:
       return f.read()
@@ -235,8 +238,8 @@ def cpu_model() -> str:
   return name or platform.processor() or platform.machine()
 
 
-# (vendor, family) -> [(first model, last model, name)]: the x86 server cores jnst has been
-# measured on or is likely to meet. Virtual machines often hide the model name ("AMD EPYC").
+# (vendor, family) -> [(first model, last model, name)], the first range that holds the model
+# wins: the x86 server cores jnst has been measured on or is likely to meet. Virtual machines often hide the model name ("AMD EPYC").
 _ARCHS = {
     ("AuthenticAMD", 23): [(0x00, 0x2F, "Zen/Zen+"), (0x30, 0xFF, "Zen 2")],
     ("AuthenticAMD", 25): [(0x10, 0x1F, "Zen 4"), (0x60, 0x7F, "Zen 4"), (0xA0, 0xAF, "Zen 4"),
@@ -266,11 +269,9 @@ def cpu_arch(cpuinfo: str | None = None) -> dict:
           "flags": [f for f in _FLAGS if f in present]}
 
 
-def cpu_label(name: str | None = None, arch: dict | None = None) -> str:
-  """One line naming a CPU for tables from its model ``name`` and ``cpu_arch`` dict (this
-  machine's by default): e.g. "AMD EPYC (Zen 5; family 26, model 2)"."""
-  name = cpu_model() if name is None else name
-  arch = cpu_arch() if arch is None else arch
+def cpu_label(name: str, arch: Mapping) -> str:
+  """One line naming a CPU for tables from its model ``name`` and ``cpu_arch`` dict ({}: the
+  name alone): e.g. "AMD EPYC (Zen 5; family 26, model 2)"."""
   if not arch:
     return name
   micro = f"{arch['arch']}; " if arch.get("arch") else ""
