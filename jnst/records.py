@@ -239,7 +239,8 @@ def cpu_model() -> str:
 
 
 # (vendor, family) -> [(first model, last model, name)], the first range that holds the model
-# wins: the x86 server cores jnst has been measured on or is likely to meet. Virtual machines often hide the model name ("AMD EPYC").
+# wins: the x86 server cores jnst has been measured on or is likely to meet. Virtual machines
+# often hide the model name ("AMD EPYC").
 _ARCHS = {
     ("AuthenticAMD", 23): [(0x00, 0x2F, "Zen/Zen+"), (0x30, 0xFF, "Zen 2")],
     ("AuthenticAMD", 25): [(0x10, 0x1F, "Zen 4"), (0x60, 0x7F, "Zen 4"), (0xA0, 0xAF, "Zen 4"),
