@@ -509,12 +509,14 @@ class Job:
 
 def job(experiment: str, default_output: str,
         targets: Callable[[Path], list[Path]] | None = None) -> Job:
-  """Checks the output path, builds ``experiment``'s config from the flags, checks the run
-  fits in memory (``jnst.memory``, from the inputs' headers), loads its inputs and the
-  backbone's weights — in that order, so bad input fails before anything heavy.
+  """Checks the output path, builds ``experiment``'s config from the flags, checks a given
+  --weights file's arch (its header), checks the run fits in memory (``jnst.memory``, from
+  the inputs' headers), loads its inputs and the backbone's weights — in that order, so bad
+  input fails before anything heavy.
   ``targets(out)``: the images the script writes, if not just ``out``."""
   out = output_path(default_output, targets)
   cfg = CONFIGS[experiment]()
+  cfg.get_backbone().check_file(FLAGS.weights)  # Before the estimate (may fetch the demo pair).
   spec = input_spec()
   memory.check_fits(estimate(spec, cfg, experiment))
   inputs, paths = load_inputs(spec, experiment)
@@ -526,15 +528,18 @@ def job(experiment: str, default_output: str,
 
 def study_plan(variants, sweep, experiment: str, first_seed: int, num_seeds: int, per_batch,
                out_dir: Path, member_name: Callable) -> list[int]:
-  """Checks a seed study before any compute — the seed range, the output directory, memory
-  (``jnst.memory``: batch members and the images kept on the host), every member file — and
-  returns the seeds. ``member_name(value, seed)``: a member's file name without ``.png``."""
+  """Checks a seed study before any compute — the seed range, --weights (its header), the
+  output directory, memory (``jnst.memory``: batch members and the images kept on the host),
+  every member file — and returns the seeds. ``member_name(value, seed)``: a member's file name without ``.png``."""
   from jnst.batched import CPU_BATCH_MAX_PIXELS, MAX_SEED
   last = first_seed + num_seeds - 1
   if last > MAX_SEED:
     raise JnstError(f"seeds run to --first_seed + --num_seeds - 1 = {last}, over {MAX_SEED}: "
                     f"lower --num_seeds or --first_seed")
   values = list(sweep.values) if sweep else [None]
+  names = list(dict.fromkeys(v.cfg.backbone for v in variants))
+  if len(names) == 1:  # A sweep over backbones uses their default files (variant_params).
+    variants[0].cfg.get_backbone().check_file(FLAGS.weights)
   for name in ("grid.png", "losses.png", "summary.json"):  # The directory, before the
     records.ensure_writable(out_dir / name)  # estimate (which may fetch the demo pair).
   total = num_seeds * len(values)

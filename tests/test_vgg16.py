@@ -322,9 +322,12 @@ def test_scripts_refuse_wrong_arch_truncated_and_bad_sources(tmp_path):
   p = run_script("fetch_weights", "--backbone=vgg16", f"--keras_h5={tmp_path / 'keras16.h5'}",
                  f"--output={out / 'v16.h5'}")
   assert p.returncode == 0, p.stderr[-2000:]
+  # Refused before the demo pair is fetched (an empty cache, and pip may not download).
+  no_fetch = {"JNST_CACHE": str(tmp_path / "empty_cache"), "PIP_NO_INDEX": "1"}
   p = run_script("stylize", "--backbone=vgg19", f"--weights={out / 'v16.h5'}", "--size=32",
-                 "--steps=1", f"--output={out / 'x.png'}")
+                 "--steps=1", f"--output={out / 'x.png'}", env=no_fetch)
   one_error_line(p, "v16.h5 holds vgg16 weights, not vgg19", "--backbone=vgg16")
+  assert not (tmp_path / "empty_cache").exists()
   # A truncated weights file.
   data = (out / "v16.h5").read_bytes()
   (tmp_path / "cut.h5").write_bytes(data[: len(data) // 3])

@@ -380,11 +380,17 @@ class ResNet(MeanStdInput):
   def load(self, path=None, dtype=jnp.float32, log: Log = stderr_log) -> dict:
     """Params from our weights file (there is no default file: weights/README.md)."""
     del log
+    self.check_file(path)
+    return load_params(path, dtype, expect=self.name)
+
+  def check_file(self, path) -> None:
+    """Refuses a missing ``path`` (there is no default file) or one of another arch, from its
+    header alone (scripts call this before fetching inputs)."""
     if path is None:
       raise JnstError(f"no default {self.name} weights can be fetched: convert a file you "
                       f"have with scripts/fetch_weights.py --backbone={self.name} "
                       f"--torch_pth=... or --keras_h5=..., then pass --weights=PATH")
-    return load_params(path, dtype, expect=self.name)
+    check_arch(path, self.name)
 
 
 def _random_convs(key: jax.Array, scale: float) -> dict:
@@ -456,13 +462,19 @@ def read(path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
   return {n: (arrays[n]["kernel"], arrays[n]["bias"]) for n in CONV_NAMES}, attrs
 
 
+def check_arch(path, expect: str) -> None:
+  """Refuses a file whose header names another arch than ``expect``."""
+  arch = params_file.read_attrs(path).get("arch")
+  if arch != expect:
+    raise JnstError(f"{path} holds {arch} weights, not {expect}: pass --backbone={arch} "
+                    f"(or backbone='{arch}')")
+
+
 def load_params(path, dtype=jnp.float32, expect: str | None = None) -> dict:
   """Our file -> the params pytree (module docstring), in ``dtype``. For caffe_bgr files
   conv1's input channels are flipped so the network takes RGB."""
-  arch = params_file.read_attrs(path).get("arch")
-  if expect is not None and arch != expect:
-    raise JnstError(f"{path} holds {arch} weights, not {expect}: pass --backbone={arch} "
-                    f"(or backbone='{arch}')")
+  if expect is not None:
+    check_arch(path, expect)
   kernels, attrs = read(path)
   conv = {n: {"kernel": jnp.asarray(k, dtype), "bias": jnp.asarray(b, dtype)}
           for n, (k, b) in kernels.items()}

@@ -497,6 +497,12 @@ class VGG(MeanStdInput):
     converted once)."""
     return load_params(ensure_file(path, log, self.name), dtype, expect=self.name)
 
+  def check_file(self, path) -> None:
+    """Refuses a given weights ``path`` that is missing or of another arch, from its header
+    alone (scripts call this before fetching inputs; ``load`` reads the whole file)."""
+    if path is not None:
+      check_arch(ensure_file(path), self.name)
+
 
 VGG19 = VGG(ARCHS["vgg19"])
 VGG16_TERM_SCALES = (("content", 6e4), ("style", 5e9))
@@ -605,6 +611,16 @@ def read(path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
   return {n: (arrays[n]["kernel"], arrays[n]["bias"]) for n in names}, attrs
 
 
+def check_arch(path, expect: str, attrs: dict | None = None) -> None:
+  """Refuses a VGG file of another arch than ``expect``; reads only the header unless
+  ``attrs`` (the file's, already read) are given."""
+  attrs = params_file.read_attrs(path) if attrs is None else attrs
+  if attrs.get("arch") in ARCHS and attrs["arch"] != expect:
+    raise JnstError(f"{path} holds {attrs['arch']} weights, not {expect}: pass "
+                    f"--backbone={attrs['arch']} (or backbone='{attrs['arch']}'), or a "
+                    f"{expect} file (scripts/fetch_weights.py --backbone={expect})")
+
+
 def load_params(path, dtype=jnp.float32, expect: str | None = None) -> dict:
   """Our file -> the params pytree (module docstring), in ``dtype``.
 
@@ -614,10 +630,8 @@ def load_params(path, dtype=jnp.float32, expect: str | None = None) -> dict:
   (numerically the same network), so that pixel steps, TV and Adam's step size mean the same
   for every VGG file."""
   kernels, attrs = read(path)
-  if expect is not None and attrs["arch"] != expect:
-    raise JnstError(f"{path} holds {attrs['arch']} weights, not {expect}: pass "
-                    f"--backbone={attrs['arch']} (or backbone='{attrs['arch']}'), or a "
-                    f"{expect} file (scripts/fetch_weights.py --backbone={expect})")
+  if expect is not None:
+    check_arch(path, expect, attrs)
   conv = {n: {"kernel": np.asarray(k, np.float32), "bias": np.asarray(b, np.float32)}
           for n, (k, b) in kernels.items()}
   mean = np.asarray(attrs["input_mean"], np.float64)
