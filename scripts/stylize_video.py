@@ -36,7 +36,6 @@ def main(argv):
   records.ensure_writable(out.with_suffix(".json"))
   video_cli.check_fast_flags()
   cfg, vcfg = cli.stylize_config(), cli.video_config()
-  cfg.get_backbone().check_file(FLAGS.weights)
   clip, flows = video_cli.load_clip()
   styles, style_paths = video_cli.style_images()
   masks = video_cli.load_masks(clip.frames[0].shape, styles, style_paths)
