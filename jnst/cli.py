@@ -530,7 +530,8 @@ def study_plan(variants, sweep, experiment: str, first_seed: int, num_seeds: int
                out_dir: Path, member_name: Callable) -> list[int]:
   """Checks a seed study before any compute — the seed range, --weights (its header), the
   output directory, memory (``jnst.memory``: batch members and the images kept on the host),
-  every member file — and returns the seeds. ``member_name(value, seed)``: a member's file name without ``.png``."""
+  every member file — and returns the seeds. ``member_name(value, seed)``: a member's file
+  name without ``.png``."""
   from jnst.batched import CPU_BATCH_MAX_PIXELS, MAX_SEED
   last = first_seed + num_seeds - 1
   if last > MAX_SEED:

@@ -380,8 +380,8 @@ class ResNet(MeanStdInput):
   def load(self, path=None, dtype=jnp.float32, log: Log = stderr_log) -> dict:
     """Params from our weights file (there is no default file: weights/README.md)."""
     del log
-    self.check_file(path)
-    return load_params(path, dtype, expect=self.name)
+    self.check_file(path)  # The arch, from the header: load_params need not read it again.
+    return load_params(path, dtype)
 
   def check_file(self, path) -> None:
     """Refuses a missing ``path`` (there is no default file) or one of another arch, from its
