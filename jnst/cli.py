@@ -116,8 +116,11 @@ def define_common_flags(default_steps: int = 500, default_size: int = 512):
           "grows with the pixel count), mean.")
   _define("enum", "compute_dtype", "float32", ["float32", "bfloat16"], "Backbone compute dtype.")
   _define("enum", "conv", "auto", ["auto", "winograd", "direct"], "Algorithm of the VGG convs "
-          "with >= 256 channels: winograd (F(4x4,3x3), ~1e-5 relative difference, faster on "
+          "with >= --winograd_channels channels: winograd (F(4x4,3x3), ~1e-5 relative difference, faster on "
           "CPU), direct, or auto (winograd on CPU, direct on GPU/TPU). Recorded in the JSON.")
+  _define("integer", "winograd_channels", 0, "Fewest input and output channels of a VGG conv "
+          "that runs as Winograd: 0 picks by CPU (128 on x86 with AVX2 but no AVX-512, else "
+          "256); recorded in the JSON as backbone.winograd_min_channels.", lower_bound=0)
   _define("integer", "print_every", 50, "Progress line every N steps (0: only at the end).",
           lower_bound=0)
   _define("integer", "save_every", 0, "Write an intermediate image and a resumable snapshot "
@@ -306,7 +309,7 @@ def opt_config() -> optimize.OptConfig:
 def _common() -> dict:
   return dict(backbone=FLAGS.backbone, pooling=FLAGS.pooling, compute_dtype=FLAGS.compute_dtype,
               variant=FLAGS.variant, seed=FLAGS.seed, opt=opt_config(), remat=FLAGS.remat,
-              conv=FLAGS.conv)
+              conv=FLAGS.conv, winograd_channels=FLAGS.winograd_channels)
 
 
 def _layers(name: str):
@@ -892,7 +895,8 @@ def benchmark_config():
       threads=FLAGS.threads, matmul_n=256 if q else 2048, seed_scaling=mode,
       seed_sizes=seed_sizes, seed_counts=seed_counts,
       seed_steps=pick(FLAGS.seed_steps, 10, 2), backbone=FLAGS.backbone,
-      end_to_end=FLAGS.end_to_end, conv=FLAGS.conv).validate()
+      end_to_end=FLAGS.end_to_end, conv=FLAGS.conv,
+      winograd_channels=FLAGS.winograd_channels).validate()
 
 
 def benchmark_images() -> tuple[str, str]:

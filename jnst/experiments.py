@@ -84,7 +84,8 @@ class Common:
   """Options every experiment shares: backbone name and options, loss variant, seed
   (noise init), optimiser; remat: rematerialise the backbone's blocks (same loss and
   gradient, less memory, ~1/3 more time); conv: the VGG convs' algorithm (auto: Winograd
-  on CPU; ``jnst.backbones.vgg.VGG``)."""
+  on CPU; ``jnst.backbones.vgg.VGG``); winograd_channels: the fewest channels of a
+  Winograd conv (0: by CPU)."""
   backbone: str = "vgg19"
   pooling: str = "max"
   compute_dtype: str = "float32"
@@ -93,10 +94,11 @@ class Common:
   opt: optimize.OptConfig = optimize.OptConfig()
   remat: bool = False
   conv: str = "auto"
+  winograd_channels: int = 0
 
   def get_backbone(self):
     return backbones.get(self.backbone, self.pooling, self.compute_dtype, self.remat or None,
-                         self.conv)
+                         self.conv, self.winograd_channels)
 
   def validate(self):
     self.get_backbone()

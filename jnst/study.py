@@ -72,6 +72,7 @@ SEQUENTIAL = {
     "color_transfer": Option("cfg", "color_transfer", ("stylize",)),
     "compute_dtype": Option("cfg", "compute_dtype", ALL),
     "conv": Option("cfg", "conv", ALL),
+    "winograd_channels": Option("cfg", "winograd_channels", ALL, _number(int)),
     "optimizer": Option("opt", "optimizer", ALL),
     "linesearch": Option("opt", "linesearch", ALL),
     "learning_rate": Option("opt", "learning_rate", ALL, _number(float, positive=True)),

@@ -57,6 +57,8 @@ flags.DEFINE_bool("end_to_end", True, "Also time whole optimiser runs (off: per-
                   "figures only).")
 flags.DEFINE_enum("conv", "auto", ["auto", "winograd", "direct"], "The VGG convs' algorithm "
                   "(auto: winograd on CPU).")
+flags.DEFINE_integer("winograd_channels", 0, "Fewest channels of a Winograd VGG conv (0: by "
+                     "CPU).", lower_bound=0)
 flags.DEFINE_bool("quick", False, "Tiny sizes and few repeats: checks the script runs.")
 FLAGS = flags.FLAGS
 

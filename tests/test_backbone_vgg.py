@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import jnst.backbones as backbones
-from jnst.backbones import vgg
+from jnst import records
+from jnst.backbones import vgg, winograd
 from jnst.errors import JnstError
 from tests import numpy_vgg
 
@@ -186,12 +187,13 @@ def test_get_finds_backbones_by_name(name, arch):
   bb = backbones.get(name)
   assert bb.arch == vgg.ARCHS[arch] and bb.name == name
   assert bb == {"vgg19": vgg.VGG19, "vgg16": vgg.VGG16}[name]
+  least = winograd.auto_min_channels(records.cpu_arch())  # This CPU's.
   assert bb.describe() == {"name": name, "pooling": "max", "compute_dtype": "float32",
-                           "conv": "winograd"}  # auto, on CPU.
+                           "conv": "winograd", "winograd_min_channels": least}  # auto, on CPU.
   avg = backbones.get(name, pooling="avg", compute_dtype="bfloat16")
   assert (avg.pooling, avg.compute_dtype, avg.arch) == ("avg", "bfloat16", bb.arch)
   assert avg.describe() == {"name": name, "pooling": "avg", "compute_dtype": "bfloat16",
-                            "conv": "winograd"}
+                            "conv": "winograd", "winograd_min_channels": least}
   assert name in backbones.NAMES
 
 

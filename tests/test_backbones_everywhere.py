@@ -12,7 +12,8 @@ import pytest
 import jnst.experiments as experiments
 import jnst.optimize as optimize
 import jnst.study as study
-from jnst.backbones import vgg
+from jnst import records
+from jnst.backbones import vgg, winograd
 from jnst.errors import JnstError
 from tests import script_runner
 
@@ -170,7 +171,10 @@ def test_benchmark_script_backbone(tmp_path, vgg16_file, images_dir):
   got = {(r["framework"], r["metric"]): r["value"] for r in record["results"] if r["size"] == 32}
   assert record["machine"]["conv_algorithm"] == "winograd"  # --conv=auto on CPU.
   md = (out / "benchmark.md").read_text()
-  assert got["jax", "eval_ms"] > 0 and "Backbone: vgg16 (convs: winograd)." in md
+  least = winograd.auto_min_channels(records.cpu_arch())  # By CPU: the record says which.
+  assert record["machine"]["winograd_min_channels"] == least
+  assert got["jax", "eval_ms"] > 0
+  assert f"Backbone: vgg16 (convs: winograd from {least} channels)." in md
   # VGG-16's analytic FLOPs (13 convs), not VGG-19's.
   from jnst.bench import flops
   layers = ("relu4_2",) + vgg.VGG16.default_style_layers

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jnst import backbones
+from jnst import backbones, records
 from jnst.backbones import vgg, winograd
 from jnst.errors import JnstError
 
@@ -65,6 +65,65 @@ def test_conv3x3_with_winograd_has_the_direct_gradients():
 ])
 def test_eligible(shape, want):
   assert winograd.eligible(shape) is want
+  assert winograd.eligible(shape, winograd.MIN_CHANNELS) is want
+  assert winograd.eligible(shape, 64) is (shape[:2] == (3, 3))  # Each has >= 64 channels.
+  assert winograd.eligible(shape, 1024) is False
+
+
+_ZEN3_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
+flags\t\t: fpu sse2 avx avx2 fma bmi2
+"""
+
+
+@pytest.mark.parametrize("cpu,want", [
+    ({"flags": ["avx2", "fma"]}, 128),  # AMD Zen 3 (measured), Intel before Skylake-SP.
+    ({"flags": ["avx2", "fma", "avx512f", "avx512_bf16"]}, 256),  # Zen 4/5, Sapphire Rapids.
+    ({"flags": ["fma"]}, 256),
+    ({}, 256),  # Not x86, or no /proc/cpuinfo.
+    (records.cpu_arch(_ZEN3_CPUINFO), 128),
+])
+def test_auto_min_channels_by_cpu(cpu, want):
+  assert winograd.auto_min_channels(cpu) == want
+
+
+def test_winograd_channels_option(vgg19_params):
+  """``winograd_channels``: 0 follows this CPU; a value sets the threshold that ``prepare``
+  uses and the record shows; bad values and non-VGG backbones are refused."""
+  here = winograd.auto_min_channels(records.cpu_arch())
+  assert vgg.VGG19.winograd_channels == 0 and vgg.VGG19.winograd_min_channels == here
+  for least, n in [(64, 15), (128, 13), (256, 11), (512, 7), (1024, 0)]:
+    bb = backbones.get("vgg19", conv="winograd", winograd_channels=least)
+    assert bb.winograd_min_channels == least and bb.describe()["winograd_min_channels"] == least
+    assert len(bb.prepare(vgg19_params).get("winograd", {})) == n, least
+  assert "winograd_min_channels" not in backbones.get("vgg19", conv="direct",
+                                                      winograd_channels=64).describe()
+  assert backbones.get("vgg19", winograd_channels=0) == vgg.VGG19
+  with pytest.raises(JnstError, match="winograd_channels must be an integer >= 0"):
+    vgg.VGG19.with_options(winograd_channels=-1)
+  with pytest.raises(JnstError, match="--winograd_channels is for the VGG backbones"):
+    backbones.get("resnet50", winograd_channels=64)
+
+
+def test_plain_params_use_the_same_convs_as_prepared_ones(vgg19_params):
+  """From 64 channels conv1_2 is eligible at full resolution: on a 32x32 image plain params
+  must be prepared inside ``features`` too (block 3's map, 8x8, is under MIN_PIXELS), so
+  targets and the optimised image run the same convs."""
+  bb = vgg.VGG19.with_options(winograd_channels=64)
+  x = vgg.VGG19.preprocess(vgg19_params, np.random.default_rng(0).uniform(
+      size=(1, 32, 32, 3)).astype(np.float32))
+  layers = ("relu1_2", "relu2_1")
+  prepared_params = bb.prepare(vgg19_params, layers)
+  assert sorted(prepared_params["winograd"]) == ["conv1_2", "conv2_1"]
+  for params in (vgg19_params, prepared_params):
+    text = jax.jit(lambda x, p=params: bb.features(p, x, layers)).lower(x).compile().as_text()
+    assert re.search(r'op_name="[^"]*winograd[/)]', text)
+  plain = bb.features(vgg19_params, x, layers)
+  direct = bb.with_options(conv="direct").features(vgg19_params, x, layers)
+  for l in layers:
+    np.testing.assert_allclose(plain[l], direct[l], atol=1e-5 * np.abs(direct[l]).max())
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +141,7 @@ def vgg19_params():
 ])
 def test_prepare_transforms_the_eligible_convs_up_to_the_deepest_layer(vgg19_params, layers,
                                                                          want):
-  bb = vgg.VGG19.with_options(conv="winograd")
+  bb = vgg.VGG19.with_options(conv="winograd", winograd_channels=256)
   prepared = bb.prepare(vgg19_params, layers)
   assert sorted(prepared.get("winograd", {})) == want
   assert set(prepared["grad_kernels"]) == set(vgg19_params["conv"])  # For maps under MIN_PIXELS.

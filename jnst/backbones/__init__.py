@@ -6,7 +6,8 @@ A backbone is a frozen (hashable) dataclass in a module of its family (``vgg.py`
   name, describe()                      its name and options, for records
   with_options(pooling=, compute_dtype=, remat=)  a copy with other options (validated;
                                         remat: jax.checkpoint of its blocks, less memory;
-                                        VGG also conv=: its convs' algorithm)
+                                        VGG also conv=, winograd_channels=: its convs'
+                                        algorithm, and from how many channels Winograd)
   layer_names, validate_layers(layers), expand_layers(spec)   its layer naming
   default_content_layers, default_style_layers, diversity_layers, block_layers
   preprocess(params, rgb) / deprocess(params, x)   RGB [0, 1] <-> its input space
@@ -37,9 +38,11 @@ NAMES = tuple(_REGISTRY)
 
 
 def get(name: str, pooling: str | None = None, compute_dtype: str | None = None,
-        remat: bool | None = None, conv: str | None = None):
+        remat: bool | None = None, conv: str | None = None, winograd_channels: int = 0):
   """The backbone called ``name`` with the given options; JnstError if unknown. ``conv``
-  (the VGG convs' algorithm: auto, winograd, direct) other than auto needs a VGG."""
+  (the VGG convs' algorithm: auto, winograd, direct) other than auto, and
+  ``winograd_channels`` (the fewest channels of a Winograd conv; 0: by CPU) other than 0,
+  need a VGG."""
   if name not in _REGISTRY:
     raise JnstError(f"unknown backbone {name!r}: use one of {', '.join(NAMES)}")
   module, attr = _REGISTRY[name]
@@ -50,6 +53,11 @@ def get(name: str, pooling: str | None = None, compute_dtype: str | None = None,
       raise JnstError(f"--conv={conv} is for the VGG backbones; {name} has one conv "
                       "algorithm: leave --conv at auto")
     extra["conv"] = conv
+  if winograd_channels:
+    if not hasattr(bb, "winograd_channels"):
+      raise JnstError(f"--winograd_channels is for the VGG backbones; {name} has no Winograd "
+                      "convs: leave it at 0")
+    extra["winograd_channels"] = winograd_channels
   return bb.with_options(pooling, compute_dtype, **extra)
 
 

@@ -31,7 +31,8 @@ weights file is loaded into the same input space, RGB 0-255 minus the file's mea
 ``VGG.prepare`` adds, for speed, per problem: ``"grad_kernels"`` (the transposed kernels of
 the input-gradient convs) and, when the backbone's ``conv`` resolves to "winograd", a
 ``"winograd"`` entry {conv: {"fwd": U, "bwd": U of the grad kernel}} (``jnst.backbones.winograd``)
-for each conv with at least ``winograd.MIN_CHANNELS`` input and output channels up to the
+for each conv with at least ``VGG.winograd_min_channels`` input and output channels (by CPU:
+``winograd.auto_min_channels``; 256, or 128 on x86 with AVX2 but no AVX-512) up to the
 deepest layer the problem reads: those convs then run as Winograd F(4x4, 3x3) convs, forward
 and input gradient (same function to ~1e-5 relative in float32), on maps of at least
 ``winograd.MIN_PIXELS`` positions with conv="auto" (at every size with "winograd").
@@ -68,7 +69,7 @@ from jnst.backbones import winograd
 from jnst.backbones.input_space import MeanStdInput
 from jnst.errors import JnstError
 from jnst.fetch import Log, cached_member, sha256, stderr_log
-from jnst.records import ensure_writable
+from jnst.records import cpu_arch, ensure_writable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -359,7 +360,8 @@ class VGG(MeanStdInput):
   rematerialise each block in the backward pass (``remat_features``: less memory, ~1 more
   forward); conv: "auto" (Winograd where JAX's default backend is the CPU, direct
   elsewhere), "winograd" or "direct" — the algorithm of the convs with at least
-  ``winograd.MIN_CHANNELS`` channels in and out, applied by ``prepare`` (module docstring).
+  ``winograd_min_channels`` channels in and out, applied by ``prepare`` (module docstring);
+  winograd_channels: that threshold, 0 for this CPU's (``winograd.auto_min_channels``).
   """
   arch: Arch
   pooling: str = "max"
@@ -368,6 +370,7 @@ class VGG(MeanStdInput):
   remat: bool = False
   variant_term_scales: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
   conv: str = "auto"
+  winograd_channels: int = 0
 
   default_content_layers = ("relu4_2",)
   default_style_layers = FIRST_RELUS
@@ -380,7 +383,15 @@ class VGG(MeanStdInput):
 
   def describe(self) -> dict:
     return {"name": self.name, "pooling": self.pooling, "compute_dtype": self.compute_dtype,
-            "conv": self.conv_algorithm, **({"remat": True} if self.remat else {})}
+            "conv": self.conv_algorithm, **({"remat": True} if self.remat else {}),
+            **({"winograd_min_channels": self.winograd_min_channels}
+               if self.conv_algorithm == "winograd" else {})}
+
+  @property
+  def winograd_min_channels(self) -> int:
+    """The fewest input and output channels of a conv that runs as a Winograd conv:
+    ``winograd_channels``, or for 0 this CPU's (``winograd.auto_min_channels``)."""
+    return self.winograd_channels or winograd.auto_min_channels(cpu_arch())
 
   @property
   def winograd_min_pixels(self) -> int:
@@ -396,12 +407,18 @@ class VGG(MeanStdInput):
     return self.conv
 
   def with_options(self, pooling: str | None = None, compute_dtype: str | None = None,
-                   remat: bool | None = None, conv: str | None = None) -> VGG:
+                   remat: bool | None = None, conv: str | None = None,
+                   winograd_channels: int | None = None) -> VGG:
     """This backbone with other options; raises JnstError on an unknown value."""
     new = dataclasses.replace(self, pooling=pooling or self.pooling,
                               compute_dtype=compute_dtype or self.compute_dtype,
                               remat=self.remat if remat is None else bool(remat),
-                              conv=conv or self.conv)
+                              conv=conv or self.conv,
+                              winograd_channels=(self.winograd_channels if winograd_channels
+                                                 is None else winograd_channels))
+    if not isinstance(new.winograd_channels, int) or new.winograd_channels < 0:
+      raise JnstError(f"winograd_channels must be an integer >= 0 (0: by CPU), got "
+                      f"{new.winograd_channels!r}")
     if new.conv not in CONVS:
       raise JnstError(f"unknown conv algorithm {new.conv!r}: use auto, winograd or direct")
     if new.pooling not in POOLINGS:
@@ -452,15 +469,24 @@ class VGG(MeanStdInput):
       raise JnstError(f"these params hold {arch_of(params).name} convs, not {self.name}'s: pass "
                       f"backbone='{arch_of(params).name}' (--backbone)")
     layers, least = self.validate_layers(layers), self.winograd_min_pixels
-    # conv3_2, the first eligible conv, sees the image after two 2x2 pools.
     if ("grad_kernels" not in params and self.conv_algorithm == "winograd"
-        and (x.shape[-3] // 4) * (x.shape[-2] // 4) >= least):
+        and self._first_winograd_pixels(x.shape[-3], x.shape[-2]) >= least):
       params = self.prepare(params, layers)
     if self.remat:
       return remat_features(self.arch, self.pooling, self.compute_dtype, params, x, layers,
                             least)
     model = VGGNet(layers, self.arch, self.pooling, self.compute_dtype, least)
     return model.apply(flax_variables(params), x)
+
+  def _first_winograd_pixels(self, h: int, w: int) -> int:
+    """Input positions of the first eligible conv for an (h, w) image (0: none eligible);
+    block b's convs see the image after b - 1 2x2 pools."""
+    least = self.winograd_min_channels
+    for name, shape in self.arch.kernel_shapes().items():
+      if winograd.eligible(shape, least):
+        d = 2 ** (int(name[4]) - 1)  # "conv<b>_<i>"
+        return (h // d) * (w // d)
+    return 0
 
   def extract(self, params: Mapping, rgb: jax.Array, layers: Sequence[str]) -> dict:
     """``features`` of RGB images in [0, 1], NHWC."""
@@ -478,7 +504,8 @@ class VGG(MeanStdInput):
       last = len(order) if layers is None else max(map(order.index, layers), default=-1)
       wino = {n: dict(zip(("fwd", "bwd"), _winograd_pair(c["kernel"])))
               for n, c in params["conv"].items()
-              if winograd.eligible(c["kernel"].shape) and order.index(n) <= last}
+              if winograd.eligible(c["kernel"].shape, self.winograd_min_channels)
+              and order.index(n) <= last}
     # Every conv keeps its grad kernel: under MIN_PIXELS the Winograd ones run direct.
     grads = {n: grad_kernel(c["kernel"]) for n, c in params["conv"].items()}
     return {**params, "grad_kernels": grads, **({"winograd": wino} if wino else {})}

@@ -16,13 +16,18 @@ HWIO (3, 3, Cin, Cout); transformed kernels (36, Cin, Cout).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 # Convs with at least this many input and output channels run as Winograd convs where a
-# backbone enables them (smaller ones are faster direct on XLA:CPU; BENCHMARKS.md).
+# backbone enables them (smaller ones are faster direct on XLA:CPU with AVX-512; BENCHMARKS.md).
 MIN_CHANNELS = 256
+# ... on x86 CPUs with AVX2 but no AVX-512 (AMD Zen 3 measured), where XLA:CPU's direct convs
+# are slower: from conv2_2 on (64 channels, block 1 too, was no faster and compiles slower).
+AVX2_MIN_CHANNELS = 128
 # ... and, with VGG's conv="auto", at least this many input positions (H·W): from 12x16
 # (block 5 at 256 px) Winograd is as fast or faster (BENCHMARKS.md); the smaller maps of
 # tiny images (tests, thumbnails) compile and run the direct convs.
@@ -40,10 +45,17 @@ _KG = np.kron(_G, _G)  # (36, 9): tile position (i, j) from kernel tap (a, b).
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def eligible(kernel_shape) -> bool:
-  """Whether a (3, 3, Cin, Cout) conv is one that ``MIN_CHANNELS`` sends to Winograd."""
+def auto_min_channels(cpu: Mapping) -> int:
+  """The channel threshold for a CPU described by ``records.cpu_arch()``'s dict: 64 where
+  its flags have avx2 but not avx512f (``AVX2_MIN_CHANNELS``: 128), else ``MIN_CHANNELS`` (also for {}: not x86/Linux)."""
+  flags = set(cpu.get("flags", ()))
+  return AVX2_MIN_CHANNELS if "avx2" in flags and "avx512f" not in flags else MIN_CHANNELS
+
+
+def eligible(kernel_shape, min_channels: int = MIN_CHANNELS) -> bool:
+  """Whether a (3, 3, Cin, Cout) conv has at least ``min_channels`` channels in and out."""
   kh, kw, cin, cout = kernel_shape
-  return (kh, kw) == (3, 3) and min(cin, cout) >= MIN_CHANNELS
+  return (kh, kw) == (3, 3) and min(cin, cout) >= min_channels
 
 
 def transform_kernel(kernel: jax.Array) -> jax.Array:

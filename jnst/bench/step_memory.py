@@ -24,14 +24,16 @@ from jnst.backbones import vgg
 
 
 def step_memory(size: int, *, remat: bool = False, lbfgs_memory: int = 100,
-                compute_dtype: str = "float32", optimizer: str = "lbfgs") -> dict:
+                compute_dtype: str = "float32", optimizer: str = "lbfgs",
+                winograd_channels: int = 0) -> dict:
   """{"shape", "megapixels", "argument", "output", "temp", "alias", "total"} bytes of one
   scan step (chunk of 1) at longer side ``size``, aspect 4:3; "total" = argument + output
-  + temp - alias (donated state reused)."""
+  + temp - alias (donated state reused). winograd_channels: as ``StylizeConfig``'s (0: by CPU)."""
   h, w = round(size * 3 / 4), size
   params = vgg.VGG19.init_random(jax.random.key(0))
   content = np.zeros((h, w, 3), np.float32)
   cfg = experiments.StylizeConfig(remat=remat, compute_dtype=compute_dtype,
+                                  winograd_channels=winograd_channels,
                                   opt=optimize.OptConfig(optimizer=optimizer, steps=1, chunk=1,
                                                          lbfgs_memory=lbfgs_memory))
   # Shapes only: the style image at the same size, targets from it.

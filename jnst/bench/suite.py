@@ -46,8 +46,8 @@ class BenchConfig:
   the issue-4 figure (``seed_scaling.py``) at ``seed_sizes`` (px) for ``seed_counts`` seeds
   of ``seed_steps`` L-BFGS steps each. backbone: the network (``jnst.backbones`` name); the
   params passed to ``run`` must be its. end_to_end: False measures per-evaluation figures
-  only (no optimiser runs, no time to a common loss). conv: the VGG convs' algorithm
-  (``StylizeConfig.conv``; torch's side is unchanged).
+  only (no optimiser runs, no time to a common loss). conv, winograd_channels: the VGG
+  convs' algorithm and Winograd threshold (``StylizeConfig``'s; torch's side is unchanged).
   """
   sizes: tuple[int, ...] = (128, 256)
   frameworks: tuple[str, ...] = FRAMEWORKS
@@ -69,6 +69,7 @@ class BenchConfig:
   backbone: str = "vgg19"
   end_to_end: bool = True
   conv: str = "auto"
+  winograd_channels: int = 0
 
   def validate(self) -> BenchConfig:
     bad = [f for f in self.frameworks if f not in FRAMEWORKS]
@@ -348,8 +349,9 @@ def run(params, content_path, style_path, cfg: BenchConfig,
     from jnst.bench import torch_ref
     torch_ref.torch().set_num_threads(cfg.threads or cpu_count())
   machine = machine_info(cfg)
-  bb = backbones.get(cfg.backbone, conv=cfg.conv)
+  bb = backbones.get(cfg.backbone, conv=cfg.conv, winograd_channels=cfg.winograd_channels)
   machine["conv_algorithm"] = bb.describe().get("conv")  # None: the backbone has one.
+  machine["winograd_min_channels"] = bb.describe().get("winograd_min_channels")
   rec = Recorder(log)
   if cfg.seed_scaling != "only":
     shapes = _main_suite(rec, params, content_path, style_path, cfg, log)
@@ -377,7 +379,7 @@ def _main_suite(rec: Recorder, params, content_path, style_path, cfg: BenchConfi
     rec.add("jax", 0, "matmul_peak_gflops", gflops, "GFLOP/s",
             f"{cfg.matmul_n}^2 float32 matmul, default precision")
   scfg = StylizeConfig(backbone=cfg.backbone, variant="paper",  # Paper units, as before.
-                       conv=cfg.conv).validate()
+                       conv=cfg.conv, winograd_channels=cfg.winograd_channels).validate()
   sizes = list(cfg.sizes) + ([seed_size] if seed_size and seed_size not in cfg.sizes else [])
   shapes = {}
   for size in sizes:
@@ -439,6 +441,8 @@ def markdown(machine: dict, records: list[dict]) -> str:
   """Tables per size: metric | jax | torch | jax advantage (×, > 1 = JAX better)."""
   backbone = machine.get("config", {}).get("backbone", "vgg19")
   conv = machine.get("conv_algorithm")
+  if conv and machine.get("winograd_min_channels"):
+    conv += f" from {machine['winograd_min_channels']} channels"
   lines = [f"Backbone: {backbone}{f' (convs: {conv})' if conv else ''}. "
            f"Machine: {_cpu_line(machine)} ({machine.get('cpus')} CPUs), JAX backend "
            f"{machine.get('jax_backend')}, GPU: {machine.get('gpu') or 'none'}; jax "

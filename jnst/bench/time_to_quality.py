@@ -108,6 +108,8 @@ def main(argv=None) -> dict:
   p.add_argument("--weights", default=None)
   p.add_argument("--variant", default="invariant", help="loss normalisation (today's default)")
   p.add_argument("--conv", default="auto", help="the VGG convs' algorithm (auto, winograd, direct)")
+  p.add_argument("--winograd_channels", type=int, default=0, help="fewest channels of a "
+                 "Winograd conv (0: by CPU)")
   p.add_argument("--save_dir", default=None, help="write each jnst result as PNG here")
   p.add_argument("--torch_json", default=None, help="reuse a PyTorch reference record")
   p.add_argument("--skip_single", action="store_true")
@@ -118,7 +120,8 @@ def main(argv=None) -> dict:
   content = images.load_image(a.content, a.size)
   style = images.load_image(a.style, a.size)
   cfg = experiments.StylizeConfig(opt=optimize.OptConfig(steps=a.steps, chunk=50),
-                                 variant=a.variant, conv=a.conv)
+                                 variant=a.variant, conv=a.conv,
+                                 winograd_channels=a.winograd_channels)
   rec = {"size": a.size, "shape": list(content.shape), "content": a.content, "style": a.style,
          "variant": a.variant, "versions": versions()}
   if a.torch_threads:
