@@ -116,8 +116,9 @@ def define_common_flags(default_steps: int = 500, default_size: int = 512):
           "grows with the pixel count), mean.")
   _define("enum", "compute_dtype", "float32", ["float32", "bfloat16"], "Backbone compute dtype.")
   _define("enum", "conv", "auto", ["auto", "winograd", "direct"], "Algorithm of the VGG convs "
-          "with >= --winograd_channels channels: winograd (F(4x4,3x3), ~1e-5 relative difference, faster on "
-          "CPU), direct, or auto (winograd on CPU, direct on GPU/TPU). Recorded in the JSON.")
+          "with >= --winograd_channels channels: winograd (F(4x4,3x3), ~1e-5 relative "
+          "difference, faster on CPU), direct, or auto (winograd on CPU, direct on GPU/TPU). "
+          "Recorded in the JSON.")
   _define("integer", "winograd_channels", 0, "Fewest input and output channels of a VGG conv "
           "that runs as Winograd: 0 picks by CPU (128 on x86 with AVX2 but no AVX-512, else "
           "256); recorded in the JSON as backbone.winograd_min_channels.", lower_bound=0)

@@ -26,7 +26,7 @@ import numpy as np
 # backbone enables them (smaller ones are faster direct on XLA:CPU with AVX-512; BENCHMARKS.md).
 MIN_CHANNELS = 256
 # ... on x86 CPUs with AVX2 but no AVX-512 (AMD Zen 3 measured), where XLA:CPU's direct convs
-# are slower: from conv2_2 on (64 channels, block 1 too, was no faster and compiles slower).
+# are slower: from conv2_2 on. From 64 (block 1 too) was no faster and compiles slower.
 AVX2_MIN_CHANNELS = 128
 # ... and, with VGG's conv="auto", at least this many input positions (H·W): from 12x16
 # (block 5 at 256 px) Winograd is as fast or faster (BENCHMARKS.md); the smaller maps of
@@ -46,8 +46,9 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def auto_min_channels(cpu: Mapping) -> int:
-  """The channel threshold for a CPU described by ``records.cpu_arch()``'s dict: 64 where
-  its flags have avx2 but not avx512f (``AVX2_MIN_CHANNELS``: 128), else ``MIN_CHANNELS`` (also for {}: not x86/Linux)."""
+  """The channel threshold for a CPU described by ``records.cpu_arch()``'s dict:
+  ``AVX2_MIN_CHANNELS`` where its flags have avx2 but not avx512f, else ``MIN_CHANNELS``
+  (also for {}: not x86, or no /proc/cpuinfo)."""
   flags = set(cpu.get("flags", ()))
   return AVX2_MIN_CHANNELS if "avx2" in flags and "avx512f" not in flags else MIN_CHANNELS
 
